@@ -1,0 +1,113 @@
+"""Command line: `refactor-mcp [serve]` (MCP over stdio), `refactor-mcp emulator`, `refactor-mcp demo`.
+
+Only what a command needs is imported when it runs: clients spawn `serve` at start-up, so it must not pay
+for the emulator or the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+from pydantic import ValidationError
+
+from ._version import __version__
+from .config import Settings
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Scrubs the API key from every formatted record, whichever library logged it."""
+
+    def __init__(self, secret: str | None) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._secret = secret
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace(self._secret, "[REDACTED]") if self._secret else text
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr only, at the configured level, with the API key scrubbed."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter(settings.api_key.get_secret_value() if settings.api_key else None))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Serve options are accepted with and without the `serve` word; SUPPRESS keeps an absent flag from
+    # overwriting one given at the other level.
+    serve_options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    serve_options.add_argument("--base-url", help="re-factor API base URL (env REFACTOR_BASE_URL)")
+    serve_options.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env REFACTOR_LOG_LEVEL)")
+    serve_options.add_argument(
+        "--read-timeout-seconds",
+        type=float,
+        help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="refactor-mcp",
+        description="MCP server for the re-factor API. Without a command, serves MCP over stdio.",
+        parents=[serve_options],
+    )
+    parser.add_argument("--version", action="version", version=f"refactor-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,emulator,demo}")
+    commands.add_parser("serve", help="serve MCP over stdio (the default)", parents=[serve_options])
+
+    emulator = commands.add_parser("emulator", help="run a local stand-in of the re-factor API (loopback only)")
+    emulator.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8787, help="port to bind; 0 picks a free one (default 8787)")
+    emulator.add_argument("--api-key", help="bearer token the emulator accepts (default: emulator-key)")
+
+    commands.add_parser("demo", help="run the server against a local emulator and show what a user sees")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {
+        name: value
+        for name in ("base_url", "log_level", "read_timeout_seconds")
+        if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"REFACTOR_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    from .server import serve_stdio
+
+    anyio.run(serve_stdio, settings)
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from . import emulator
+
+    def ready(url: str) -> None:
+        print(url, flush=True)
+
+    try:
+        anyio.run(lambda: emulator.serve(args.host, args.port, args.api_key or emulator.DEFAULT_API_KEY, ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return anyio.run(run_demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"emulator": _emulator, "demo": _demo}.get(args.command, _serve)
+    return command(args)

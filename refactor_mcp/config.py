@@ -1,0 +1,57 @@
+"""Settings: the one place that reads the environment.
+
+Every setting is `REFACTOR_<NAME>` in the environment; CLI flags override it by being passed to
+`Settings(...)` as keyword arguments. An empty value, or one starting with `${` (Claude Desktop passes
+the literal placeholder `${user_config.x}` for an optional field the user left empty), counts as unset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://api.re-factor.ai"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Configuration of refactor-mcp. `repr()` never shows the API key."""
+
+    model_config = SettingsConfigDict(env_prefix="REFACTOR_", env_ignore_empty=True, extra="ignore")
+
+    api_key: SecretStr | None = Field(default=None, description="re-factor API key, sent as a bearer token.")
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Base URL of the re-factor API.")
+    log_level: LogLevel = Field(default="WARNING", description="Level of the logs written to stderr.")
+    read_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long to wait for a run's answer when the call sets no timeout_seconds.",
+    )
+    timeout_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Added to a call's timeout_seconds to get the read timeout, so the API can answer 'timeout'.",
+    )
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait to connect to the API.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_placeholders(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.startswith("${"))}
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value

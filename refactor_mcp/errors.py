@@ -1,0 +1,116 @@
+"""The failures a caller can meet, as a small typed vocabulary with stable codes.
+
+Each class carries a `code` that never changes (agents branch on it) and a message written for a person:
+what happened and what to do. HTTP statuses are mapped to classes in one place, `error_for_status`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+ErrorCode = Literal[
+    "missing_api_key",
+    "invalid_input",
+    "unauthorized",
+    "not_found",
+    "rate_limited",
+    "upstream_error",
+    "bad_response",
+    "network_error",
+    "request_timeout",
+]
+
+
+class RefactorError(Exception):
+    """Base of every failure refactor-mcp reports; `code` is stable and machine-readable."""
+
+    code: ClassVar[ErrorCode]
+
+    def __init__(self, message: str, *, http_status: int | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as a tool result's `error` object."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "http_status": self.http_status}
+        if self.details is not None:
+            error["details"] = self.details
+        return error
+
+
+class MissingApiKeyError(RefactorError):
+    code = "missing_api_key"
+
+
+class InvalidInputError(RefactorError):
+    code = "invalid_input"
+
+
+class UnauthorizedError(RefactorError):
+    code = "unauthorized"
+
+
+class NotFoundError(RefactorError):
+    code = "not_found"
+
+
+class RateLimitedError(RefactorError):
+    code = "rate_limited"
+
+
+class UpstreamError(RefactorError):
+    code = "upstream_error"
+
+
+class BadResponseError(RefactorError):
+    code = "bad_response"
+
+
+class NetworkError(RefactorError):
+    code = "network_error"
+
+
+class RequestTimeoutError(RefactorError):
+    code = "request_timeout"
+
+
+def error_for_status(status: int, api_message: str, runnable_id: str, details: Any = None) -> RefactorError:
+    """Map a non-2xx answer of the API to its error, keeping the API's own message."""
+    said = f" The API said: {api_message}" if api_message else ""
+    if status in (401, 403):
+        return UnauthorizedError(
+            f"The re-factor API refused the API key (HTTP {status}). Check that REFACTOR_API_KEY holds a valid key "
+            f"for this account and that REFACTOR_BASE_URL points at the right API.{said}",
+            http_status=status,
+            details=details,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"No runnable with id {runnable_id} was found (HTTP 404). Check the id, and that the API key's "
+            f"account can see this runnable.{said}",
+            http_status=status,
+            details=details,
+        )
+    if status in (400, 422):
+        return InvalidInputError(
+            f"The re-factor API rejected the request (HTTP {status}).{said} Fix the arguments and call again.",
+            http_status=status,
+            details=details,
+        )
+    if status == 429:
+        return RateLimitedError(
+            f"The re-factor API is rate limiting this key (HTTP 429). Wait a little, then call again.{said}",
+            http_status=status,
+            details=details,
+        )
+    if status >= 500:
+        return UpstreamError(
+            f"The re-factor API failed (HTTP {status}). This is on the API's side: try again later.{said}",
+            http_status=status,
+            details=details,
+        )
+    return UpstreamError(
+        f"The re-factor API answered with an unexpected HTTP {status}.{said}", http_status=status, details=details
+    )

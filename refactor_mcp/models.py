@@ -1,0 +1,209 @@
+"""Pydantic models of the re-factor 'Run Synchronously' operation (spec/refactor-run-sync.openapi.*).
+
+Request models are strict about what a caller may send (unknown keys are refused, so a typo such as
+`contents` is reported rather than silently dropped). Response models are built to lose nothing:
+unknown fields are kept, timestamps stay the strings the API sent, and `RunState.received()` gives
+back the JSON exactly as received, so a proxy can pass it on untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator, PrivateAttr
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# Whole-string base64 grammar with canonical padding: checked without decoding, so a large file is not
+# held twice just to be validated.
+_DATA_URI = re.compile(
+    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[\w.+-]+=[^;,]*)*;base64,"
+    r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+)
+
+Uuid = Annotated[str, Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})]
+"""A canonical uuid string. Whitespace or a newline around it is refused, not trimmed: ids are pasted."""
+
+TelemetryStrategy = Literal["disable", "default", "force"]
+RunStatus = Literal["running", "completed", "failed", "cancelled", "timeout", "waiting"]
+
+
+def check_data_uri(value: str) -> str:
+    """Refuse anything but `data:<mime>;base64,<data>` with well-formed base64."""
+    if _DATA_URI.fullmatch(value) is None:
+        raise ValueError(
+            "must be a data URI of the form data:<mime>;base64,<base64 data>; check the MIME type and that the "
+            "data is complete, padded base64"
+        )
+    return value
+
+
+_ARGUMENT = ConfigDict(extra="forbid", strict=True)
+"""Request models take JSON types as they are: "5" is not an integer, and an unknown key is an error."""
+
+
+class ResourceRef(BaseModel):
+    """A resource that already exists on re-factor, given by its id."""
+
+    model_config = _ARGUMENT
+
+    id: Uuid = Field(description="The pre-existing ID of the resource, if you've already created it.")
+
+
+class InlineResource(BaseModel):
+    """A resource created for the run from `content` (a data URI) or `uri`."""
+
+    model_config = _ARGUMENT
+
+    name: str = Field(description="Name of the resource")
+    directory_path: str = Field(description="Path to the directory where the resource should be stored")
+    content: Annotated[str, AfterValidator(check_data_uri)] | None = Field(
+        default=None,
+        description="The file to upload. This can be provided instead of `uri`. It should be a base64-encoded "
+        "string of the format `data:<MIME_TYPE>;base64,<BASE64_ENCODED_CONTENT>`.",
+    )
+    uri: str | None = Field(
+        default=None,
+        description="The URI of the file to upload. This can be provided instead of `content`.",
+        json_schema_extra={"format": "uri"},
+    )
+    tags: list[str] | None = Field(default=None, description="Tags for the resource")
+    metadata: dict[str, Any] | None = Field(default=None, description="Additional metadata for the resource")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InlineResource:
+        if (self.content is None) == (self.uri is None):
+            raise ValueError("give exactly one of `content` (a data URI) or `uri`")
+        return self
+
+
+def _resource_form(value: Any) -> str:
+    if isinstance(value, str):
+        return "id string"
+    if isinstance(value, dict) and "id" in value:
+        return "by id"
+    return "inline"
+
+
+ResourceForm = Annotated[
+    Annotated[Uuid, Tag("id string")] | Annotated[ResourceRef, Tag("by id")] | Annotated[InlineResource, Tag("inline")],
+    Discriminator(_resource_form),
+]
+RESOURCE_FORM_TAGS = frozenset({"id string", "by id", "inline"})
+"""The tags pydantic puts in an error's location for `resource`; error messages leave them out."""
+
+
+class ResourceBinding(BaseModel):
+    """One entry of `resources`: a resource bound to a name for the run."""
+
+    model_config = _ARGUMENT
+
+    name: str | None = Field(default=None, description="Name of the resource")
+    resource: ResourceForm = Field(
+        description="Resource to use under the `name` key for the run. Can be a string ID or a full resource object."
+    )
+
+
+class RunRequest(BaseModel):
+    """The body of `POST /v1/runnable/{id}/runs?mode=sync`."""
+
+    model_config = _ARGUMENT
+
+    resources: list[ResourceBinding] | None = Field(default=None, description="Resources to embed within the runtime")
+    timeout_seconds: int | None = Field(
+        default=None, description="Timeout in seconds. If null or less than 1, no timeout is set."
+    )
+    telemetry_strategy: TelemetryStrategy = Field(
+        default="default",
+        description="Telemetry strategy to use for the run. `disable` will disable telemetry, `force` will force "
+        "telemetry, and `default` will use the runnable's default telemetry strategy.",
+    )
+
+
+class _Received(BaseModel):
+    """Base of response models: strict JSON types, unknown fields kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ModelUsage(_Received):
+    """Tokens one model used during the run."""
+
+    provider: str = Field(description="The provider of the model")
+    model: str = Field(description="The name of the model")
+    cached_tokens: int = Field(description="The number of cached tokens used")
+    prompt_tokens: int = Field(description="The number of prompt tokens used")
+    completion_tokens: int = Field(description="The number of completion tokens used")
+
+
+class RunError(_Received):
+    """Why a run failed, as the runnable reported it."""
+
+    message: str = Field(description="The error message")
+    code: str | None = Field(default=None, description="The error code")
+
+
+class RunResult(_Received):
+    """What a run produced: outputs, usage and, when it failed, its error."""
+
+    id: str = Field(
+        description="The id of the run. This can be used to query the status of the run or fetch its output."
+    )
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="The outputs of the run. This is a map of output names, defined within the runnable "
+        "configuration, to output values.",
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The metadata of the run. This is a map of arbitrary keys to values."
+    )
+    usage: list[ModelUsage] | None = None
+    error: RunError | None = Field(default=None, description="The error that occurred during the run, if any.")
+
+
+_Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class RunState(_Received):
+    """A run as the API reports it. Timestamps are kept as the ISO 8601 strings the API sent."""
+
+    id: str = Field(description="Unique identifier for the run")
+    account_id: str = Field(description="ID of the account that owns this run")
+    parent_run_id: str | None = Field(default=None, description="ID of the parent run if this is a child run")
+    runnable_id: str | None = Field(default=None, description="ID of the runnable that was executed")
+    telemetry_span_id: str | None = Field(default=None, description="Telemetry span ID for tracing")
+    experiment_id: str | None = Field(default=None, description="ID of the experiment this run belongs to")
+    experiment_candidate_id: str | None = Field(
+        default=None, description="ID of the experiment candidate this run represents"
+    )
+    status: RunStatus = Field(description="Current status of the run")
+    state: dict[str, Any] | None = Field(default=None, description="Current state of the run")
+    created_by: str | None = Field(default=None, description="ID of the user who created the run")
+    created_at: _Timestamp = Field(description="When the run was created")
+    completed_at: _Timestamp | None = Field(
+        default=None, description="When the run completed (for completed, failed, cancelled, or timeout status)"
+    )
+    total_input_tokens: int | None = Field(default=None, description="Total number of input tokens used")
+    total_cached_tokens: int | None = Field(default=None, description="Total number of cached tokens used")
+    total_output_tokens: int | None = Field(default=None, description="Total number of output tokens generated")
+    total_token_cost_usd: float | None = Field(default=None, description="Total cost of the run in USD")
+    failed_at: _Timestamp | None = Field(default=None, description="When the run failed (for failed status)")
+    result: RunResult | None = Field(
+        default=None,
+        description="Result of the run. If the run has not yet completed, this will be partially populated and is "
+        "subject to change over time. This may be null if the run has yet to generate any output.",
+    )
+    metadata: dict[str, Any] | None = Field(default=None, description="Additional metadata about the run")
+
+    _received: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_received(cls, data: dict[str, Any]) -> RunState:
+        """Validate a decoded response body, keeping it as received for `received()`."""
+        state = cls.model_validate(data)
+        state._received = data
+        return state
+
+    def received(self) -> dict[str, Any]:
+        """The RunState exactly as the API sent it (nulls, unknown fields and number forms kept)."""
+        return self._received

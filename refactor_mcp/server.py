@@ -1,0 +1,61 @@
+"""Wiring the MCP server: one low-level `Server`, one `RefactorClient` for its lifetime, stdio transport.
+
+The low-level server is used rather than `MCPServer` because the tool's schemas come from the API's
+contract, not from a function signature. Logs go to stderr only: in stdio mode stdout is the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server import Server, ServerRequestContext
+from mcp.server.stdio import stdio_server
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams
+
+from ._version import __version__
+from .client import RefactorClient
+from .config import Settings
+from .tools import RUN_RUNNABLE, TOOL, run_runnable
+
+INSTRUCTIONS = (
+    "Runs re-factor runnables (AI workflows) with the run_runnable tool. Pass resources by id, or inline as a "
+    "data URI or a URI; the call waits for the run to end and returns its outputs, usage and cost."
+)
+
+
+def build_server(settings: Settings) -> Server[RefactorClient]:
+    """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs."""
+
+    @asynccontextmanager
+    async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
+        async with RefactorClient.from_settings(settings) as client:
+            yield client
+
+    async def list_tools(
+        ctx: ServerRequestContext[RefactorClient], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        return ListToolsResult(tools=[TOOL])
+
+    async def call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
+        if params.name != RUN_RUNNABLE:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {RUN_RUNNABLE!r}.")
+        return await run_runnable(ctx.lifespan_context, params.arguments)
+
+    return Server(
+        "refactor-mcp",
+        version=__version__,
+        title="re-factor",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def serve_stdio(settings: Settings) -> None:
+    """Serve MCP over this process's stdin and stdout until the client closes them."""
+    server = build_server(settings)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())

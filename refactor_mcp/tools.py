@@ -1,0 +1,212 @@
+"""The MCP tool surface: the `run_runnable` tool's schemas, argument validation and result mapping.
+
+The low-level SDK server validates neither arguments nor results, so this module does both: arguments go
+through the pydantic models that also generate the input schema (one source of truth), and every result
+is shaped to the output schema, errors included. Schemas are self-contained (no `$ref` or `$defs`): several
+clients reject references. Whenever the API returned a RunState, structuredContent is that RunState as
+received; every other failure is `{"status": "error", "error": {code, message, http_status}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import ErrorDetails, core_schema
+
+from .client import RefactorClient
+from .errors import ErrorCode, InvalidInputError, RefactorError
+from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
+from .resources import request_body
+
+RUN_RUNNABLE = "run_runnable"
+
+
+class RunRunnableArguments(RunRequest):
+    """Arguments of `run_runnable`: the request body plus the runnable to run."""
+
+    runnable_id: Uuid = Field(description="ID of the runnable (workflow) to run, a uuid.")
+
+
+class ErrorInfo(BaseModel):
+    """A request-level failure: no RunState came back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode = Field(description="Stable machine-readable error code.")
+    message: str = Field(description="What happened and what to do about it.")
+    http_status: int | None = Field(description="HTTP status the API answered, if it answered.")
+    details: Any = Field(default=None, description="Field-level problems, or the API's error body.")
+
+
+class ErrorOutcome(BaseModel):
+    """The structured result of a call that got no RunState."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["error"]
+    error: ErrorInfo
+
+
+class _OptionalIsOmitted(GenerateJsonSchema):
+    """Optional arguments are left out rather than sent as null: show each with its own type, as the spec does."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if schema.get("default", ...) is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline every `$ref` into its `$defs` entry and drop generated titles."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return walk({**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}})
+        return {
+            key: walk(value, in_properties=key == "properties" and not in_properties)
+            for key, value in node.items()
+            if in_properties or key != "title"
+        }
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+INPUT_SCHEMA = self_contained(RunRunnableArguments.model_json_schema(schema_generator=_OptionalIsOmitted))
+OUTPUT_SCHEMA = {
+    "type": "object",
+    "anyOf": [self_contained(RunState.model_json_schema()), self_contained(ErrorOutcome.model_json_schema())],
+}
+
+TOOL = Tool(
+    name=RUN_RUNNABLE,
+    title="Run a re-factor runnable",
+    description=(
+        "Run a re-factor runnable (an AI workflow) synchronously and return its outputs. Give the runnable's id, "
+        "and the resources it works on under the names it expects: an existing resource id, or an inline "
+        "resource with `name`, `directory_path` and either `content` (a data:<mime>;base64,<data> URI) or `uri`. "
+        "The call waits until the run ends; set timeout_seconds for long runs. The result holds the run's "
+        "status, outputs, token usage and cost; a failed run is an error result with the run's error message."
+    ),
+    input_schema=INPUT_SCHEMA,
+    output_schema=OUTPUT_SCHEMA,
+    annotations=ToolAnnotations(
+        title="Run a re-factor runnable",
+        read_only_hint=False,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    ),
+)
+
+_FRIENDLY = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this object; check its spelling",
+    "string_pattern_mismatch": "must be a uuid such as 3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b, with no spaces or "
+    "newlines around it",
+}
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not (part in RESOURCE_FORM_TAGS and i and loc[i - 1] == "resource"):
+            path += f".{part}" if path else part
+    return path or "arguments"
+
+
+def _problem(error: ErrorDetails) -> dict[str, str]:
+    message = _FRIENDLY.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if error["type"] not in ("missing", "extra_forbidden"):
+        shown = json.dumps(error["input"], default=str)
+        message += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
+    return {"field": _field(error["loc"]), "problem": message}
+
+
+def parse_arguments(arguments: dict[str, Any] | None) -> RunRunnableArguments:
+    """Validate tool arguments, naming each bad field in a message a model can act on."""
+    try:
+        return RunRunnableArguments.model_validate(arguments or {})
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors(include_url=False)]
+        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise InvalidInputError(
+            f"Invalid arguments for {RUN_RUNNABLE}: {listed}. Nothing was sent to re-factor; fix these and call again.",
+            details=problems,
+        ) from None
+
+
+def _usage_line(state: RunState) -> str | None:
+    parts = []
+    if state.total_input_tokens is not None:
+        cached = f" ({state.total_cached_tokens} cached)" if state.total_cached_tokens else ""
+        parts.append(f"{state.total_input_tokens} in{cached}")
+    if state.total_output_tokens is not None:
+        parts.append(f"{state.total_output_tokens} out")
+    line = f"Tokens: {', '.join(parts)}." if parts else ""
+    if state.total_token_cost_usd is not None:
+        line += f" Cost: ${state.total_token_cost_usd:.6f}."
+    return line.strip() or None
+
+
+def summarize(state: RunState) -> str:
+    """A short text a model can act on: status, error, outputs as JSON, tokens and cost."""
+    result = state.result
+    if state.status == "completed":
+        lines = [f"Run {state.id} completed."]
+    elif state.status in ("running", "waiting"):
+        lines = [
+            f"Run {state.id} has not finished (status: {state.status}): the API answered before the run ended. "
+            f"It goes on on re-factor under run id {state.id}; the outputs below are partial, if any."
+        ]
+    else:
+        error = result.error if result else None
+        reason = f": {error.message}" + (f" (code: {error.code})" if error.code else "") if error else ""
+        lines = [f"Run {state.id} ended with status {state.status}{reason}"]
+    if result is not None and result.outputs:
+        lines.append("Outputs:\n" + json.dumps(result.outputs, indent=2, ensure_ascii=False))
+    usage = _usage_line(state)
+    if usage:
+        lines.append(usage)
+    return "\n".join(lines)
+
+
+def run_result(state: RunState) -> CallToolResult:
+    """A RunState as a tool result: an error result unless it completed or is still going."""
+    return CallToolResult(
+        content=[TextContent(text=summarize(state))],
+        structured_content=state.received(),
+        is_error=state.status in ("failed", "cancelled", "timeout"),
+    )
+
+
+def error_result(error: RefactorError) -> CallToolResult:
+    """A request-level failure as an error result that still matches the output schema."""
+    outcome = {"status": "error", "error": error.to_dict()}
+    text = f"Error ({error.code}): {error.message}"
+    return CallToolResult(content=[TextContent(text=text)], structured_content=outcome, is_error=True)
+
+
+async def run_runnable(client: RefactorClient, arguments: dict[str, Any] | None) -> CallToolResult:
+    """The whole call: arguments -> validated model -> request body -> RunState -> tool result."""
+    try:
+        args = parse_arguments(arguments)
+        state = await client.run(args.runnable_id, request_body(args))
+    except RefactorError as error:
+        return error_result(error)
+    return run_result(state)
