@@ -7,6 +7,7 @@ for the emulator or the demo.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -94,10 +95,8 @@ def _emulator(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(url, flush=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         anyio.run(lambda: emulator.serve(args.host, args.port, args.api_key or emulator.DEFAULT_API_KEY, ready))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -22,7 +22,6 @@ from .errors import (
     BadResponseError,
     MissingApiKeyError,
     NetworkError,
-    RefactorError,
     RequestTimeoutError,
     error_for_status,
 )
@@ -182,6 +181,3 @@ class RefactorClient:
                 http_status=response.status_code,
                 details=body,
             ) from None
-
-
-

@@ -60,7 +60,10 @@ async def run_demo() -> int:
                 {
                     "runnable_id": emulator.WORD_COUNT_ID,
                     "resources": [
-                        {"name": "document", "resource": {"name": "intro.txt", "directory_path": "/demo", "content": document}}
+                        {
+                            "name": "document",
+                            "resource": {"name": "intro.txt", "directory_path": "/demo", "content": document},
+                        }
                     ],
                 },
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # Whole-string base64 grammar with canonical padding: checked without decoding, so a large file is not
@@ -161,18 +161,21 @@ class RunResult(_Received):
     error: RunError | None = Field(default=None, description="The error that occurred during the run, if any.")
 
 
+# Formats are documented, not enforced: an id or timestamp in an unexpected form must not cost the caller a
+# finished (and billed) run.
 _Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+_UuidText = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 
 
 class RunState(_Received):
     """A run as the API reports it. Timestamps are kept as the ISO 8601 strings the API sent."""
 
-    id: str = Field(description="Unique identifier for the run")
+    id: _UuidText = Field(description="Unique identifier for the run")
     account_id: str = Field(description="ID of the account that owns this run")
-    parent_run_id: str | None = Field(default=None, description="ID of the parent run if this is a child run")
-    runnable_id: str | None = Field(default=None, description="ID of the runnable that was executed")
+    parent_run_id: _UuidText | None = Field(default=None, description="ID of the parent run if this is a child run")
+    runnable_id: _UuidText | None = Field(default=None, description="ID of the runnable that was executed")
     telemetry_span_id: str | None = Field(default=None, description="Telemetry span ID for tracing")
-    experiment_id: str | None = Field(default=None, description="ID of the experiment this run belongs to")
+    experiment_id: _UuidText | None = Field(default=None, description="ID of the experiment this run belongs to")
     experiment_candidate_id: str | None = Field(
         default=None, description="ID of the experiment candidate this run represents"
     )

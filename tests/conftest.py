@@ -1,0 +1,144 @@
+"""Shared fixtures: the emulator as a real loopback HTTP server, and the real server over stdio.
+
+Every tool call of the end-to-end tests goes through `call`, which checks the two promises every result
+must keep: structuredContent matches the tool's advertised outputSchema, and the API key is nowhere in it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TextIO
+
+import httpx2
+import jsonschema
+import pytest
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp.types import CallToolResult, ListToolsResult
+
+from refactor_mcp import emulator
+
+API_KEY = "sk-test-0123456789abcdef-canary"
+"""A distinctive key, so a leak anywhere is found by a plain substring search."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Emulator:
+    """A running emulator subprocess and its request log."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def requests(self) -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = httpx2.get(f"{self.url}/_emulator/requests").json()
+        return log
+
+    def reset(self) -> None:
+        httpx2.delete(f"{self.url}/_emulator/requests").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[Emulator]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0", "--api-key", API_KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:"), f"emulator did not start: {url!r}"
+    yield Emulator(url)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def api(emulator_process: Emulator) -> Emulator:
+    """The emulator, with an empty request log."""
+    emulator_process.reset()
+    return emulator_process
+
+
+class Session(Protocol):
+    async def list_tools(self) -> ListToolsResult: ...
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult: ...
+
+
+def server_params(env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "refactor_mcp"], env=env)
+
+
+def env_for(api: Emulator, **overrides: str) -> dict[str, str]:
+    return {"REFACTOR_API_KEY": API_KEY, "REFACTOR_BASE_URL": api.url, **overrides}
+
+
+@asynccontextmanager
+async def legacy_session(env: dict[str, str], errlog: TextIO = sys.stderr) -> AsyncIterator[ClientSession]:
+    """The 2025-11-25 handshake era: ClientSession over stdio_client, as most clients connect today."""
+    async with stdio_client(server_params(env), errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def connect(era: str, env: dict[str, str]) -> AsyncIterator[Session]:
+    if era == "legacy":
+        async with legacy_session(env) as session:
+            yield session
+    else:
+        async with Client(server_params(env), mode="auto") as client:
+            assert client.protocol_version == "2026-07-28"
+            yield client
+
+
+async def call(session: Session, arguments: dict[str, Any] | None, name: str = "run_runnable") -> CallToolResult:
+    """Call a tool and check the result against its listed outputSchema and for the API key."""
+    tools = await session.list_tools()
+    schema = next(tool.output_schema for tool in tools.tools if tool.name == name)
+    assert schema is not None
+    result = await session.call_tool(name, arguments)
+    assert result.structured_content is not None, "every result carries structuredContent"
+    jsonschema.validate(result.structured_content, schema)
+    assert API_KEY not in json.dumps(result.model_dump(mode="json")), "the API key leaked into a result"
+    return result
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    assert result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "error"
+    error: dict[str, Any] = result.structured_content["error"]
+    return error
+
+
+def inline(name: str, content: str | None = None, **fields: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {"name": name, "directory_path": "/tests", **fields}
+    if content is not None:
+        resource["content"] = content
+    return {"name": name, "resource": resource}
+
+
+def fault(key: str, **behaviour: Any) -> list[dict[str, Any]]:
+    """Resources that make the emulator's FAULT runnable misbehave as asked."""
+    return [inline("fault", uri="https://example.invalid/f", metadata={"key": key, **behaviour})]
+
+
+ECHO, WORD_COUNT, FAIL, SLEEP, RUNNING, FAULT = (
+    emulator.ECHO_ID,
+    emulator.WORD_COUNT_ID,
+    emulator.FAIL_ID,
+    emulator.SLEEP_ID,
+    emulator.RUNNING_ID,
+    emulator.FAULT_ID,
+)

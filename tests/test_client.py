@@ -1,0 +1,166 @@
+"""RefactorClient against httpx2.MockTransport: status mapping, timeouts, headers and redaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import pytest
+
+from refactor_mcp import (
+    BadResponseError,
+    InvalidInputError,
+    MissingApiKeyError,
+    NetworkError,
+    NotFoundError,
+    RateLimitedError,
+    RefactorClient,
+    RefactorError,
+    RequestTimeoutError,
+    UnauthorizedError,
+    UpstreamError,
+)
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-unit-secret-42"
+RUNNABLE = "3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+STATE = {"id": "r1", "account_id": "a", "status": "completed", "created_at": "2026-11-29T08:00:00+00:00"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def client_for(handler: Callable[[httpx2.Request], httpx2.Response], **kwargs: Any) -> RefactorClient:
+    return RefactorClient(KEY, "http://api.test/", transport=httpx2.MockTransport(handler), **kwargs)
+
+
+async def test_posts_the_body_with_bearer_key_and_user_agent() -> None:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json={**STATE, "total_token_cost_usd": 1, "extra": None})
+
+    async with client_for(handler) as client:
+        state = await client.run(RUNNABLE, {"telemetry_strategy": "default"})
+    [request] = seen
+    assert str(request.url) == f"http://api.test/v1/runnable/{RUNNABLE}/runs?mode=sync"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["user-agent"].startswith("refactor-mcp/")
+    assert json.loads(request.content) == {"telemetry_strategy": "default"}
+    assert state.status == "completed"
+    assert state.received() == {**STATE, "total_token_cost_usd": 1, "extra": None}
+    assert json.dumps(state.received()).count('"total_token_cost_usd": 1,') == 1, "1 stays 1, not 1.0"
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, InvalidInputError),
+        (401, UnauthorizedError),
+        (403, UnauthorizedError),
+        (404, NotFoundError),
+        (409, UpstreamError),
+        (422, InvalidInputError),
+        (429, RateLimitedError),
+        (500, UpstreamError),
+        (503, UpstreamError),
+    ],
+)
+async def test_status_codes_map_to_typed_errors_keeping_the_api_message(
+    status: int, error_type: type[RefactorError]
+) -> None:
+    body = {"error": {"code": "x", "message": f"api says {status}"}}
+    async with client_for(lambda _: httpx2.Response(status, json=body)) as client:
+        with pytest.raises(error_type) as caught:
+            await client.run(RUNNABLE, {})
+    assert caught.value.http_status == status
+    assert f"api says {status}" in caught.value.message
+    assert caught.value.details == body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"detail": "plain detail"}, {"message": "plain detail"}, {"error": "plain detail"}, "plain detail"],
+)
+async def test_api_messages_are_found_in_common_shapes(body: Any) -> None:
+    response = httpx2.Response(400, json=body) if isinstance(body, dict) else httpx2.Response(400, text=body)
+    async with client_for(lambda _: response) as client:
+        with pytest.raises(InvalidInputError, match="plain detail"):
+            await client.run(RUNNABLE, {})
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx2.Response(200, text="<html>login</html>", headers={"content-type": "text/html"}),
+        httpx2.Response(200, json=[1, 2]),
+        httpx2.Response(200, json={"hello": "world"}),
+        httpx2.Response(200, json={**STATE, "status": "exploded"}),
+        httpx2.Response(200, json={**STATE, "total_input_tokens": "12"}),
+    ],
+)
+async def test_a_body_that_is_not_a_runstate_is_bad_response(response: httpx2.Response) -> None:
+    async with client_for(lambda _: response) as client:
+        with pytest.raises(BadResponseError) as caught:
+            await client.run(RUNNABLE, {})
+    assert caught.value.http_status == 200
+
+
+@pytest.mark.parametrize(
+    ("exception", "error_type"),
+    [
+        (httpx2.ConnectError("refused"), NetworkError),
+        (httpx2.ReadError("reset"), NetworkError),
+        (httpx2.ReadTimeout("slow"), RequestTimeoutError),
+        (httpx2.ConnectTimeout("slow"), RequestTimeoutError),
+    ],
+)
+async def test_transport_failures_map_to_network_and_timeout(
+    exception: Exception, error_type: type[RefactorError]
+) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise exception
+
+    async with client_for(handler) as client:
+        with pytest.raises(error_type):
+            await client.run(RUNNABLE, {})
+
+
+async def test_read_timeout_fits_the_run() -> None:
+    timeouts: list[dict[str, float]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        timeouts.append(request.extensions["timeout"])
+        return httpx2.Response(200, json=STATE)
+
+    async with client_for(handler, read_timeout_seconds=600, timeout_grace_seconds=30) as client:
+        for timeout_seconds in (300, None, 0, -5):
+            await client.run(RUNNABLE, {} if timeout_seconds is None else {"timeout_seconds": timeout_seconds})
+    assert [t["read"] for t in timeouts] == [330, 600, 600, 600]
+    assert all(t["connect"] == 10 for t in timeouts)
+
+
+async def test_missing_key_raises_before_any_request() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise AssertionError("no request may be sent without a key")
+
+    async with RefactorClient(None, transport=httpx2.MockTransport(handler)) as client:
+        with pytest.raises(MissingApiKeyError, match="REFACTOR_API_KEY"):
+            await client.run(RUNNABLE, {})
+
+
+async def test_the_key_is_scrubbed_from_api_errors_and_reprs() -> None:
+    body = {"error": {"message": f"bad token Bearer {KEY}", "echo": [KEY]}}
+    async with client_for(lambda _: httpx2.Response(401, json=body)) as client:
+        assert KEY not in repr(client)
+        with pytest.raises(UnauthorizedError) as caught:
+            await client.run(RUNNABLE, {})
+    assert KEY not in caught.value.message
+    assert "[REDACTED]" in caught.value.message
+    assert KEY not in json.dumps(caught.value.to_dict())

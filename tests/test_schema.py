@@ -1,0 +1,148 @@
+"""The tool's schemas against the spec (spec/refactor-run-sync.openapi.json), property by property."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from refactor_mcp.tools import INPUT_SCHEMA, OUTPUT_SCHEMA
+
+SPEC = json.loads((Path(__file__).parent.parent / "spec" / "refactor-run-sync.openapi.json").read_text())
+OPERATION = SPEC["paths"]["/v1/runnable/{id}/runs?mode=sync"]["post"]
+REQUEST = OPERATION["requestBody"]["content"]["application/json"]["schema"]
+RUN_STATE = SPEC["components"]["schemas"]["RunState"]
+RUN_STATE_SCHEMA, ERROR_SCHEMA = OUTPUT_SCHEMA["anyOf"]
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        target = SPEC
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def types_of(node: dict[str, Any]) -> set[str]:
+    """The JSON types a schema node admits, through anyOf/oneOf."""
+    if "type" in node:
+        return set(node["type"]) if isinstance(node["type"], list) else {node["type"]}
+    return set().union(*(types_of(option) for option in node.get("anyOf", []) + node.get("oneOf", [])))
+
+
+EXTRA_TYPES = {"body.resources[].resource": {"string"}}
+"""Where the input schema admits more than the spec's: a bare id string, which the spec's description allows."""
+
+
+def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False) -> list[str]:
+    """Differences between a spec schema node and ours: types, enums, defaults, descriptions, formats, properties.
+
+    For input, types must be exactly the spec's and every field it requires is required. For output (what the
+    API sends), ours must accept at least what the spec allows: its types, null wherever it says `nullable`,
+    and no field required that it does not require.
+    """
+    spec = resolve(spec)
+    problems = []
+    want = types_of(spec) | EXTRA_TYPES.get(path, set()) | ({"null"} if output and spec.get("nullable") else set())
+    have = types_of(ours)
+    if want and not (want <= have if output else want == have):
+        problems.append(f"{path}: type {have} does not fit {want}")
+    main = next((o for o in ours.get("anyOf", []) if o.get("type") != "null"), ours)
+    for key in ("enum", "default", "description", "format"):
+        if key in spec and {**main, **ours}.get(key) != spec[key]:
+            problems.append(f"{path}: {key} {ours.get(key, main.get(key))!r} != {spec[key]!r}")
+    spec_required, our_required = set(spec.get("required", [])), set(main.get("required", []))
+    if not (our_required <= spec_required if output else spec_required <= our_required):
+        problems.append(f"{path}: required {sorted(our_required)} does not fit {sorted(spec_required)}")
+    spec_props, our_props = spec.get("properties", {}), main.get("properties", {})
+    if spec_props and set(spec_props) != set(our_props):
+        problems.append(f"{path}: properties {sorted(our_props)} != {sorted(spec_props)}")
+    for name in set(spec_props) & set(our_props):
+        problems += covers(spec_props[name], our_props[name], f"{path}.{name}", output=output)
+    if "items" in spec:
+        problems += covers(spec["items"], main.get("items", {}), f"{path}[]", output=output)
+    for i, option in enumerate(spec.get("oneOf", [])):
+        if all(covers(option, mine, f"{path}|{i}", output=output) for mine in main.get("oneOf", [])):
+            problems.append(f"{path}: no option of ours matches the spec's oneOf[{i}]")
+    return problems
+
+
+def test_input_schema_matches_the_request_body() -> None:
+    properties = dict(INPUT_SCHEMA["properties"])
+    runnable_id = properties.pop("runnable_id")
+    assert runnable_id["type"] == "string"
+    assert runnable_id["format"] == "uuid"
+    assert covers(REQUEST, {**INPUT_SCHEMA, "properties": properties}, "body") == []
+
+
+def test_resource_also_takes_a_bare_id_string() -> None:
+    options = INPUT_SCHEMA["properties"]["resources"]["items"]["properties"]["resource"]["oneOf"]
+    assert {"type": "string", "format": "uuid"}.items() <= options[0].items()
+
+
+def test_telemetry_strategy_keeps_the_spec_enum_and_default() -> None:
+    telemetry = INPUT_SCHEMA["properties"]["telemetry_strategy"]
+    assert telemetry["enum"] == ["disable", "default", "force"]
+    assert telemetry["default"] == "default"
+
+
+def test_output_schema_matches_runstate_with_nullable_fields() -> None:
+    assert covers(RUN_STATE, RUN_STATE_SCHEMA, "RunState", output=True) == []
+
+
+def test_covers_reports_a_changed_property() -> None:
+    changed = json.loads(json.dumps(INPUT_SCHEMA))
+    changed["properties"]["telemetry_strategy"]["enum"] = ["default"]
+    del changed["properties"]["runnable_id"]
+    assert covers(REQUEST, changed, "body") == [
+        "body.telemetry_strategy: enum ['default'] != ['disable', 'default', 'force']"
+    ]
+
+
+NULL_RUN = {
+    "id": "0b6b9e7e-3f5c-4f7e-9b0e-2d9a3c1f0a11",
+    "account_id": "acct",
+    "status": "running",
+    "created_at": "2026-11-29T08:00:00Z",
+    **{
+        name: None
+        for name, prop in RUN_STATE["properties"].items()
+        if prop.get("nullable") or resolve(prop).get("nullable")
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        NULL_RUN,
+        {**NULL_RUN, "status": "waiting", "some_future_field": {"x": [1, None]}},
+        {**NULL_RUN, "result": {"id": "r", "outputs": {"answer": 42}, "usage": [], "error": None, "new": 1}},
+        {"status": "error", "error": {"code": "network_error", "message": "m", "http_status": None}},
+    ],
+)
+def test_output_schema_accepts_what_the_api_and_server_may_return(instance: dict[str, Any]) -> None:
+    jsonschema.validate(instance, OUTPUT_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        {**NULL_RUN, "status": "exploded"},
+        {k: v for k, v in NULL_RUN.items() if k != "created_at"},
+        {"status": "error", "error": {"code": "no_such_code", "message": "m", "http_status": None}},
+    ],
+)
+def test_output_schema_refuses_what_is_neither(instance: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(instance, OUTPUT_SCHEMA)
+
+
+def test_schemas_are_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(INPUT_SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(OUTPUT_SCHEMA)
+    assert ERROR_SCHEMA["properties"]["status"]["const"] == "error"
