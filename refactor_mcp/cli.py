@@ -7,7 +7,6 @@ for the emulator or the demo.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -95,8 +94,13 @@ def _emulator(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(url, flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         anyio.run(lambda: emulator.serve(args.host, args.port, args.api_key or emulator.DEFAULT_API_KEY, ready))
+    except ValueError as exc:  # a non-loopback host
+        print(f"refactor-mcp emulator: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

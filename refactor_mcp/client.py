@@ -163,7 +163,8 @@ class RefactorClient:
         except ValueError:
             body = None
         if not response.is_success:
-            raise error_for_status(response.status_code, _api_message(body, text), runnable_id, details=body)
+            details = body if isinstance(body, dict) else None
+            raise error_for_status(response.status_code, _api_message(body, text), runnable_id, details=details)
         if not isinstance(body, dict):
             raise BadResponseError(
                 f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "

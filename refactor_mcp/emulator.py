@@ -191,7 +191,7 @@ class _Server(uvicorn.Server):
 
 
 def _loopback_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The address to bind; the emulator accepts any key for its demo runs, so it never listens beyond loopback."""
+    """The address to bind: the default key is public and bodies are logged, so it never listens beyond loopback."""
     try:
         address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
     except ValueError:
@@ -577,7 +577,7 @@ async def _sleep_unless_disconnected(request: Request, seconds: float) -> float 
 
         async def watch() -> None:
             nonlocal disconnected_at
-            while (await request.receive())["type"] == "http.disconnect":
+            while (await request.receive())["type"] != "http.disconnect":
                 pass
             disconnected_at = time.monotonic()
             tg.cancel_scope.cancel()

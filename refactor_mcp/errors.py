@@ -6,7 +6,7 @@ what happened and what to do. HTTP statuses are mapped to classes in one place, 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 ErrorCode = Literal[
     "missing_api_key",
@@ -20,13 +20,16 @@ ErrorCode = Literal[
     "request_timeout",
 ]
 
+Details: TypeAlias = dict[str, Any] | None
+"""`{"problems": [...]}` for invalid arguments, or the JSON object the API answered: kept so nothing is lost."""
+
 
 class RefactorError(Exception):
     """Base of every failure refactor-mcp reports; `code` is stable and machine-readable."""
 
     code: ClassVar[ErrorCode]
 
-    def __init__(self, message: str, *, http_status: int | None = None, details: Any = None) -> None:
+    def __init__(self, message: str, *, http_status: int | None = None, details: Details = None) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
@@ -76,7 +79,7 @@ class RequestTimeoutError(RefactorError):
     code = "request_timeout"
 
 
-def error_for_status(status: int, api_message: str, runnable_id: str, details: Any = None) -> RefactorError:
+def error_for_status(status: int, api_message: str, runnable_id: str, details: Details = None) -> RefactorError:
     """Map a non-2xx answer of the API to its error, keeping the API's own message."""
     said = f" The API said: {api_message}" if api_message else ""
     if status in (401, 403):

@@ -18,7 +18,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import ErrorDetails, core_schema
 
 from .client import RefactorClient
-from .errors import ErrorCode, InvalidInputError, RefactorError
+from .errors import Details, ErrorCode, InvalidInputError, RefactorError
 from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
 from .resources import request_body
 
@@ -39,7 +39,9 @@ class ErrorInfo(BaseModel):
     code: ErrorCode = Field(description="Stable machine-readable error code.")
     message: str = Field(description="What happened and what to do about it.")
     http_status: int | None = Field(description="HTTP status the API answered, if it answered.")
-    details: Any = Field(default=None, description="Field-level problems, or the API's error body.")
+    details: Details = Field(
+        default=None, description="The problems of each invalid field, or the JSON object the API answered."
+    )
 
 
 class ErrorOutcome(BaseModel):
@@ -147,7 +149,7 @@ def parse_arguments(arguments: dict[str, Any] | None) -> RunRunnableArguments:
         listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         raise InvalidInputError(
             f"Invalid arguments for {RUN_RUNNABLE}: {listed}. Nothing was sent to re-factor; fix these and call again.",
-            details=problems,
+            details={"problems": problems},
         ) from None
 
 

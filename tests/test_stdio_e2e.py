@@ -167,7 +167,7 @@ async def test_invalid_arguments_name_the_field_and_send_nothing(api: Emulator) 
             error = error_of(await call(session, arguments))
             assert error["code"] == "invalid_input", arguments
             assert field in error["message"], (field, error["message"])
-            assert any(field in problem["field"] for problem in error["details"]), error["details"]
+            assert any(field in problem["field"] for problem in error["details"]["problems"]), error["details"]
     assert api.requests() == [], "no request reaches the API for invalid arguments"
 
 
