@@ -28,11 +28,13 @@ def test_every_command_has_help() -> None:
 def test_bad_configuration_is_refused_with_the_setting_named() -> None:
     refused = run("serve", env={"REFACTOR_BASE_URL": "api.re-factor.ai", "PATH": ""})
     assert refused.returncode == 2
-    assert "REFACTOR_BASE_URL" in refused.stderr and "Traceback" not in refused.stderr
+    assert "REFACTOR_BASE_URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert refused.stdout == "", "stdout is the protocol: nothing else may be written there"
 
 
 def test_emulator_refuses_a_non_loopback_address() -> None:
     refused = run("emulator", "--host", "0.0.0.0", "--port", "0")
     assert refused.returncode == 2
-    assert "loopback" in refused.stderr and "Traceback" not in refused.stderr
+    assert "loopback" in refused.stderr
+    assert "Traceback" not in refused.stderr
