@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_options.add_argument("--base-url", help="re-factor API base URL (env REFACTOR_BASE_URL)")
     serve_options.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env REFACTOR_LOG_LEVEL)")
     serve_options.add_argument(
+        "--allow-dir",
+        dest="allowed_dirs",
+        action="append",
+        metavar="DIR",
+        help="a directory whose files `path` resources may read; repeat for more (env REFACTOR_ALLOWED_DIRS)",
+    )
+    serve_options.add_argument(
         "--read-timeout-seconds",
         type=float,
         help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
@@ -72,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {
         name: value
-        for name in ("base_url", "log_level", "read_timeout_seconds")
+        for name in ("base_url", "log_level", "read_timeout_seconds", "allowed_dirs")
         if (value := getattr(args, name, None)) is not None
     }
     try:

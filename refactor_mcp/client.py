@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,7 @@ from .errors import (
     error_for_status,
 )
 from .models import RunState
+from .resources import RunBody
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +122,14 @@ class RefactorClient:
             return timeout_seconds + self._grace
         return self._read_timeout
 
-    async def run(self, runnable_id: str, body: dict[str, Any]) -> RunState:
+    async def run(self, runnable_id: str, body: Mapping[str, Any] | RunBody) -> RunState:
         """Run a runnable synchronously and return its RunState, whatever status the run ended in.
 
-        `body` is the JSON request body of the spec (resources, timeout_seconds, telemetry_strategy).
-        Raises a `RefactorError` subclass when no RunState comes back.
+        `body` is the spec's request body (resources, timeout_seconds, telemetry_strategy) as JSON-ready data,
+        or a `RunBody` that streams local files. Raises a `RefactorError` subclass when no RunState comes back.
         """
+        if not isinstance(body, RunBody):
+            body = RunBody(body)
         if self._api_key is None:
             raise MissingApiKeyError(
                 "No re-factor API key is configured. Set the REFACTOR_API_KEY environment variable in the MCP "
@@ -133,13 +137,17 @@ class RefactorClient:
                 "restart the server."
             )
         key = self._api_key.get_secret_value()
-        timeout = httpx2.Timeout(self.read_timeout_for(body.get("timeout_seconds")), connect=self._connect_timeout)
+        timeout = httpx2.Timeout(self.read_timeout_for(body.timeout_seconds), connect=self._connect_timeout)
         try:
             response = await self._http.post(
                 f"/v1/runnable/{runnable_id}/runs",
                 params={"mode": "sync"},
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
+                content=body,
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                },
                 timeout=timeout,
             )
         except httpx2.TimeoutException as exc:
@@ -157,11 +165,13 @@ class RefactorClient:
 
     @staticmethod
     def _state_from(response: httpx2.Response, runnable_id: str, key: str) -> RunState:
-        text = redact(response.text, key)
+        text = response.text
         try:
             body = json.loads(text) if text else None
         except ValueError:
             body = None
+        if key in text:  # the API echoed the key: scrub it from everything that may reach a user
+            text, body = redact(text, key), redact(body, key)
         if not response.is_success:
             details = body if isinstance(body, dict) else None
             raise error_for_status(response.status_code, _api_message(body, text), runnable_id, details=details)

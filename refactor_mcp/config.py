@@ -7,10 +7,12 @@ the literal placeholder `${user_config.x}` for an optional field the user left e
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.re-factor.ai"
 
@@ -36,6 +38,13 @@ class Settings(BaseSettings):
         description="Added to a call's timeout_seconds to get the read timeout, so the API can answer 'timeout'.",
     )
     connect_timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait to connect to the API.")
+    allowed_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories whose files `path` resources may read (os.pathsep-separated). None: no file is read.",
+    )
+    max_resource_bytes: int = Field(
+        default=100 * 1024 * 1024, gt=0, description="Largest file or inline content one resource may carry."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -50,6 +59,16 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(os.pathsep)
+        if isinstance(value, list | tuple):
+            # Resolved once here, so containment checks compare real paths with real paths.
+            return [Path(os.path.realpath(Path(str(d)).expanduser())) for d in value if str(d).strip()]
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

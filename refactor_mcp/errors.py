@@ -18,6 +18,8 @@ ErrorCode = Literal[
     "bad_response",
     "network_error",
     "request_timeout",
+    "path_not_allowed",
+    "resource_too_large",
 ]
 
 Details: TypeAlias = dict[str, Any] | None
@@ -77,6 +79,14 @@ class NetworkError(RefactorError):
 
 class RequestTimeoutError(RefactorError):
     code = "request_timeout"
+
+
+class PathNotAllowedError(RefactorError):
+    code = "path_not_allowed"
+
+
+class ResourceTooLargeError(RefactorError):
+    code = "resource_too_large"
 
 
 def error_for_status(status: int, api_message: str, runnable_id: str, details: Details = None) -> RefactorError:

@@ -51,12 +51,27 @@ class ResourceRef(BaseModel):
 
 
 class InlineResource(BaseModel):
-    """A resource created for the run from `content` (a data URI) or `uri`."""
+    """A resource created for the run from exactly one source: `path`, `text`, `content` or `uri`.
+
+    `path` and `text` are ours, not the API's: a model cannot write base64 for a large file, so the server
+    reads the file or encodes the text and sends the API the `content` data URI it expects.
+    """
 
     model_config = _ARGUMENT
 
     name: str = Field(description="Name of the resource")
     directory_path: str = Field(description="Path to the directory where the resource should be stored")
+    path: str | None = Field(
+        default=None,
+        description="A local file to upload: absolute, or relative to the first allowed directory. The server "
+        "reads it and sends its content, with the MIME type guessed from its name. Prefer this to `content` for "
+        "any file on disk. Only files inside the directories the server allows (REFACTOR_ALLOWED_DIRS) are read.",
+    )
+    text: str | None = Field(
+        default=None,
+        description="Plain text to upload; the server sends it as a text/plain file. Prefer this to `content` "
+        "for text.",
+    )
     content: Annotated[str, AfterValidator(check_data_uri)] | None = Field(
         default=None,
         description="The file to upload. This can be provided instead of `uri`. It should be a base64-encoded "
@@ -72,9 +87,17 @@ class InlineResource(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> InlineResource:
-        if (self.content is None) == (self.uri is None):
-            raise ValueError("give exactly one of `content` (a data URI) or `uri`")
+        given = [name for name in SOURCES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of {', '.join(f'`{name}`' for name in SOURCES)}"
+                + (f"; got {' and '.join(given)}" if given else "")
+            )
         return self
+
+
+SOURCES = ("path", "text", "content", "uri")
+"""The ways an inline resource's data can be given; exactly one per resource."""
 
 
 def _resource_form(value: Any) -> str:

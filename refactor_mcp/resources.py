@@ -1,32 +1,191 @@
-"""Turning validated resources into what the API accepts.
+"""Turning validated resources into the request body the API accepts, files streamed from disk.
 
-A caller may name an existing resource by a bare id string (the spec's description allows it), but the
-spec's schema only has the object form, so the request always carries `{"id": ...}`.
+The API takes files only as `content` data URIs. A caller may instead give `text`, or the `path` of a local
+file; the API still receives `content`. A file is checked here (allowed directories, size limit, a regular
+file) before anything is sent, and read only while the request is sent: `RunBody` writes the JSON document
+with each file base64-encoded chunk by chunk into its place, so memory does not grow with the file and no
+copy of it is ever whole in memory. A bare id string becomes `{"id": ...}`, the only id form the spec's
+schema has.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import mimetypes
+import os
+import stat
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
-from .models import ResourceBinding, RunRequest
+import anyio.to_thread
 
+from .errors import InvalidInputError, PathNotAllowedError, ResourceTooLargeError
+from .models import InlineResource, ResourceBinding, RunRequest
 
-def resolve(binding: ResourceBinding) -> dict[str, Any]:
-    """One `resources` entry in the spec's shape."""
-    resource = binding.resource
-    entry: dict[str, Any] = {} if binding.name is None else {"name": binding.name}
-    if isinstance(resource, str):
-        entry["resource"] = {"id": resource}
-    else:
-        entry["resource"] = resource.model_dump(mode="json", exclude_none=True)
-    return entry
+CHUNK_BYTES = 3 * 512 * 1024
+"""File bytes read per step: a multiple of 3, so each chunk base64-encodes without padding."""
 
 
-def request_body(request: RunRequest) -> dict[str, Any]:
-    """The JSON body of the run request; fields the caller left out are left out."""
-    body: dict[str, Any] = {"telemetry_strategy": request.telemetry_strategy}
-    if request.resources is not None:
-        body["resources"] = [resolve(binding) for binding in request.resources]
-    if request.timeout_seconds is not None:
-        body["timeout_seconds"] = request.timeout_seconds
-    return body
+@dataclass(frozen=True)
+class LocalFile:
+    """A file checked for sending: where it is, its size when checked, and its MIME type."""
+
+    path: Path
+    size: int
+    mime_type: str
+
+    @property
+    def prefix(self) -> bytes:
+        return f'"data:{self.mime_type};base64,'.encode()
+
+    @property
+    def encoded_length(self) -> int:
+        """Bytes this file takes in the body: the quoted data URI."""
+        return len(self.prefix) + 4 * -(-self.size // 3) + 1
+
+    async def encoded(self) -> AsyncIterator[bytes]:
+        """The quoted data URI, in chunks, reading the file as it goes."""
+        yield self.prefix
+        with await anyio.to_thread.run_sync(self._open) as file:
+            remaining = self.size
+            while remaining:
+                chunk = await anyio.to_thread.run_sync(file.read, min(CHUNK_BYTES, remaining))
+                if not chunk:
+                    raise InvalidInputError(
+                        f"{self.path} shrank while it was being sent; send it again once it is stable."
+                    )
+                remaining -= len(chunk)
+                yield base64.b64encode(chunk)
+        yield b'"'
+
+    def _open(self) -> Any:
+        # O_NONBLOCK: were the file swapped for a FIFO since it was checked, opening it must not hang.
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return os.fdopen(descriptor, "rb", buffering=0)
+
+
+class RunBody:
+    """The JSON body of a run request, with local files streamed into their places.
+
+    `document` is the body with a unique marker string where each file's `content` goes. Iterating the body
+    (once per attempt) yields the JSON with the files read and encoded on the fly; its exact length is
+    known in advance, so it is sent with a Content-Length rather than chunked.
+    """
+
+    def __init__(self, document: Mapping[str, Any], files: Mapping[str, LocalFile] | None = None) -> None:
+        self.document = document
+        self._files = dict(files or {})
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        self._parts: list[bytes | LocalFile] = []
+        for marker, file in self._files.items():
+            before, _, text = text.partition(json.dumps(marker))
+            self._parts += [before.encode(), file]
+        self._parts.append(text.encode())
+
+    @property
+    def timeout_seconds(self) -> int | None:
+        value = self.document.get("timeout_seconds")
+        return value if isinstance(value, int) else None
+
+    def __len__(self) -> int:
+        return sum(part.encoded_length if isinstance(part, LocalFile) else len(part) for part in self._parts)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self._parts:
+            if isinstance(part, LocalFile):
+                async for chunk in part.encoded():
+                    yield chunk
+            elif part:
+                yield part
+
+
+class ResourceResolver:
+    """Checks and resolves resources under the server's file policy: allowed directories and a size limit."""
+
+    def __init__(self, allowed_dirs: Sequence[Path], max_resource_bytes: int) -> None:
+        self.allowed_dirs = list(allowed_dirs)
+        self.max_resource_bytes = max_resource_bytes
+
+    def body(self, request: RunRequest) -> RunBody:
+        """The run request's body; fields the caller left out are left out."""
+        document: dict[str, Any] = {"telemetry_strategy": request.telemetry_strategy}
+        files: dict[str, LocalFile] = {}
+        if request.resources is not None:
+            document["resources"] = [self._entry(binding, i, files) for i, binding in enumerate(request.resources)]
+        if request.timeout_seconds is not None:
+            document["timeout_seconds"] = request.timeout_seconds
+        return RunBody(document, files)
+
+    def _entry(self, binding: ResourceBinding, index: int, files: dict[str, LocalFile]) -> dict[str, Any]:
+        resource = binding.resource
+        entry: dict[str, Any] = {} if binding.name is None else {"name": binding.name}
+        if isinstance(resource, str):
+            entry["resource"] = {"id": resource}
+        elif isinstance(resource, InlineResource):
+            where = f"resources[{index}].resource"
+            fields = resource.model_dump(mode="json", exclude_none=True, exclude={"path", "text"})
+            if resource.path is not None:
+                marker = f"refactor-mcp-file-{uuid4().hex}"
+                files[marker] = self.local_file(resource.path, where)
+                fields["content"] = marker
+            elif resource.text is not None:
+                data = resource.text.encode()
+                self._check_size(len(data), where)
+                fields["content"] = "data:text/plain;base64," + base64.b64encode(data).decode()
+            elif resource.content is not None:
+                encoded = len(resource.content) - resource.content.index(",") - 1
+                self._check_size(encoded // 4 * 3, where)
+            entry["resource"] = fields
+        else:
+            entry["resource"] = resource.model_dump(mode="json")
+        return entry
+
+    def _check_size(self, size: int, where: str, path: Path | None = None) -> None:
+        if size > self.max_resource_bytes:
+            what = f"{path} is" if path else "it is"
+            raise ResourceTooLargeError(
+                f"{where} is too large: {what} {size:,} bytes and the limit is {self.max_resource_bytes:,} bytes "
+                "(REFACTOR_MAX_RESOURCE_BYTES). Send a smaller file, or upload it elsewhere and pass its `uri`."
+            )
+
+    def local_file(self, raw: str, where: str = "path") -> LocalFile:
+        """Check a `path` against the policy and return the file to send; nothing is read yet."""
+        if "\0" in raw:
+            raise InvalidInputError(f"{where}.path contains a NUL byte; give a plain file path.")
+        if not self.allowed_dirs:
+            raise PathNotAllowedError(
+                f"{where}.path: this server reads no local files. To allow it, set REFACTOR_ALLOWED_DIRS to the "
+                f"directories it may read (separated by {os.pathsep!r}), or start it with --allow-dir DIR, then "
+                "restart it. Or send the file as `text` or `content`."
+            )
+        candidate = Path(raw).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.allowed_dirs[0] / candidate
+        resolved = Path(os.path.realpath(candidate))
+        if not any(resolved.is_relative_to(allowed) for allowed in self.allowed_dirs):
+            allowed = ", ".join(str(d) for d in self.allowed_dirs)
+            raise PathNotAllowedError(
+                f"{where}.path: {raw!r} resolves to {resolved}, which is outside the allowed directories ({allowed}). "
+                "Move the file into one of them, or add its directory to REFACTOR_ALLOWED_DIRS."
+            )
+        try:
+            info = os.stat(resolved)
+        except FileNotFoundError:
+            raise InvalidInputError(f"{where}.path: {resolved} does not exist. Check the path.") from None
+        except OSError as exc:
+            raise InvalidInputError(f"{where}.path: {resolved} cannot be read ({exc.strerror}).") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise InvalidInputError(f"{where}.path: {resolved} is a directory; give the path of a file in it.")
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInputError(
+                f"{where}.path: {resolved} is not a regular file (it is a FIFO, socket or device); give a file."
+            )
+        if not os.access(resolved, os.R_OK):
+            raise InvalidInputError(f"{where}.path: {resolved} cannot be read: permission denied.")
+        self._check_size(info.st_size, where, resolved)
+        mime_type = mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
+        return LocalFile(resolved, info.st_size, mime_type)

@@ -17,16 +17,19 @@ from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, Lis
 from ._version import __version__
 from .client import RefactorClient
 from .config import Settings
+from .resources import ResourceResolver
 from .tools import RUN_RUNNABLE, TOOL, run_runnable
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows) with the run_runnable tool. Pass resources by id, or inline as a "
-    "data URI or a URI; the call waits for the run to end and returns its outputs, usage and cost."
+    "local file `path`, `text`, a `uri` or a data URI; the call waits for the run to end and returns its "
+    "outputs, usage and cost."
 )
 
 
 def build_server(settings: Settings) -> Server[RefactorClient]:
     """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs."""
+    resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes)
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
@@ -41,7 +44,7 @@ def build_server(settings: Settings) -> Server[RefactorClient]:
     async def call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
         if params.name != RUN_RUNNABLE:
             raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {RUN_RUNNABLE!r}.")
-        return await run_runnable(ctx.lifespan_context, params.arguments)
+        return await run_runnable(ctx.lifespan_context, resolver, params.arguments)
 
     return Server(
         "refactor-mcp",

@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails, core_schema
 from .client import RefactorClient
 from .errors import Details, ErrorCode, InvalidInputError, RefactorError
 from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
-from .resources import request_body
+from .resources import ResourceResolver
 
 RUN_RUNNABLE = "run_runnable"
 
@@ -98,9 +98,11 @@ TOOL = Tool(
     description=(
         "Run a re-factor runnable (an AI workflow) synchronously and return its outputs. Give the runnable's id, "
         "and the resources it works on under the names it expects: an existing resource id, or an inline "
-        "resource with `name`, `directory_path` and either `content` (a data:<mime>;base64,<data> URI) or `uri`. "
-        "The call waits until the run ends; set timeout_seconds for long runs. The result holds the run's "
-        "status, outputs, token usage and cost; a failed run is an error result with the run's error message."
+        "resource with `name`, `directory_path` and one source: `path` (a local file, read by the server), "
+        "`text` (plain text), `uri`, or `content` (a data:<mime>;base64,<data> URI). Prefer `path` for files "
+        "and `text` for text: never write base64 yourself. The call waits until the run ends; set "
+        "timeout_seconds for long runs. The result holds the run's status, outputs, token usage and cost; a "
+        "failed run is an error result with the run's error message."
     ),
     input_schema=INPUT_SCHEMA,
     output_schema=OUTPUT_SCHEMA,
@@ -204,11 +206,13 @@ def error_result(error: RefactorError) -> CallToolResult:
     return CallToolResult(content=[TextContent(text=text)], structured_content=outcome, is_error=True)
 
 
-async def run_runnable(client: RefactorClient, arguments: dict[str, Any] | None) -> CallToolResult:
-    """The whole call: arguments -> validated model -> request body -> RunState -> tool result."""
+async def run_runnable(
+    client: RefactorClient, resolver: ResourceResolver, arguments: dict[str, Any] | None
+) -> CallToolResult:
+    """The whole call: arguments -> validated model -> resolved resources -> request -> RunState -> tool result."""
     try:
         args = parse_arguments(arguments)
-        state = await client.run(args.runnable_id, request_body(args))
+        state = await client.run(args.runnable_id, resolver.body(args))
     except RefactorError as error:
         return error_result(error)
     return run_result(state)
