@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx2
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from ._version import __version__
-from .config import DEFAULT_BASE_URL, Settings
+from .config import Settings
 from .errors import (
     BadResponseError,
     MissingApiKeyError,
@@ -32,6 +36,10 @@ from .resources import RunBody
 logger = logging.getLogger(__name__)
 
 REDACTED = "[REDACTED]"
+_RETRIED_STATUSES = frozenset({429, 503})
+"""Answers that mean the API did not start the run, so sending the request again is safe."""
+_NOT_CONNECTED = (httpx2.ConnectError, httpx2.ConnectTimeout)
+"""Failures before the request was sent: safe to retry."""
 _MAX_ECHOED_CHARS = 2000
 
 
@@ -64,46 +72,42 @@ def _api_message(body: Any, text: str) -> str:
     return text.strip()[:_MAX_ECHOED_CHARS]
 
 
+def _retry_after(response: httpx2.Response) -> float | None:
+    """Seconds the API asks to wait, from Retry-After (seconds or an HTTP date)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
 class RefactorClient:
     """Async client of the re-factor API's synchronous run operation.
 
-    Use it as an async context manager, or call `aclose()`, so its connection pool is released.
+    Configured by a `Settings` (read from the environment when not given). Use it as an async context
+    manager, or call `aclose()`, so its connection pool is released.
     """
 
-    def __init__(
-        self,
-        api_key: str | SecretStr | None,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        read_timeout_seconds: float = 600.0,
-        timeout_grace_seconds: float = 30.0,
-        connect_timeout_seconds: float = 10.0,
-        transport: httpx2.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._api_key = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
-        self._read_timeout = read_timeout_seconds
-        self._grace = timeout_grace_seconds
-        self._connect_timeout = connect_timeout_seconds
+    def __init__(self, settings: Settings | None = None, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings or Settings()
+        pool = self.settings.max_connections
         self._http = httpx2.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=self.settings.base_url,
             headers={"User-Agent": f"refactor-mcp/{__version__}", "Accept": "application/json"},
+            limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
             follow_redirects=False,
         )
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx2.AsyncBaseTransport | None = None) -> RefactorClient:
-        return cls(
-            settings.api_key,
-            settings.base_url,
-            read_timeout_seconds=settings.read_timeout_seconds,
-            timeout_grace_seconds=settings.timeout_grace_seconds,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            transport=transport,
-        )
-
     def __repr__(self) -> str:
-        return f"RefactorClient(base_url={str(self._http.base_url)!r}, api_key={'set' if self._api_key else 'unset'})"
+        key = "set" if self.settings.api_key else "unset"
+        return f"RefactorClient(base_url={self.settings.base_url!r}, api_key={key})"
 
     async def __aenter__(self) -> RefactorClient:
         return self
@@ -119,27 +123,66 @@ class RefactorClient:
     def read_timeout_for(self, timeout_seconds: int | None) -> float:
         """How long to wait for the answer of a run with this `timeout_seconds` (null or < 1: none set)."""
         if timeout_seconds is not None and timeout_seconds >= 1:
-            return timeout_seconds + self._grace
-        return self._read_timeout
+            return timeout_seconds + self.settings.timeout_grace_seconds
+        return self.settings.read_timeout_seconds
 
     async def run(self, runnable_id: str, body: Mapping[str, Any] | RunBody) -> RunState:
         """Run a runnable synchronously and return its RunState, whatever status the run ended in.
 
         `body` is the spec's request body (resources, timeout_seconds, telemetry_strategy) as JSON-ready data,
         or a `RunBody` that streams local files. Raises a `RefactorError` subclass when no RunState comes back.
+
+        Retries only what surely started no run: a connection that failed, and HTTP 429 or 503 (honouring
+        Retry-After up to a cap). Anything else may have started a run, and is never sent twice.
         """
         if not isinstance(body, RunBody):
             body = RunBody(body)
-        if self._api_key is None:
+        if self.settings.api_key is None:
             raise MissingApiKeyError(
                 "No re-factor API key is configured. Set the REFACTOR_API_KEY environment variable in the MCP "
                 "client's configuration for this server (in Claude Desktop: the extension's settings), then "
                 "restart the server."
             )
-        key = self._api_key.get_secret_value()
-        timeout = httpx2.Timeout(self.read_timeout_for(body.timeout_seconds), connect=self._connect_timeout)
+        key = self.settings.api_key.get_secret_value()
+        retries = self.settings.max_retries
+        for attempt in range(retries + 1):
+            try:
+                response = await self._post(runnable_id, body, key)
+            except _NOT_CONNECTED as exc:
+                if attempt == retries:
+                    raise NetworkError(
+                        f"Could not connect to the re-factor API at {self.settings.base_url} after {attempt + 1} "
+                        f"attempt(s) ({type(exc).__name__}: {redact(str(exc), key) or 'connection failed'}). Check "
+                        "the network and REFACTOR_BASE_URL."
+                    ) from None
+                delay = self._backoff(attempt)
+                reason = f"connection failed ({type(exc).__name__})"
+            else:
+                if response.status_code not in _RETRIED_STATUSES or attempt == retries:
+                    return self._state_from(response, runnable_id, key)
+                retry_after = _retry_after(response)
+                if retry_after is not None and retry_after > self.settings.retry_after_cap_seconds:
+                    return self._state_from(response, runnable_id, key, retry_after=retry_after)
+                delay = self._backoff(attempt) if retry_after is None else retry_after
+                reason = f"HTTP {response.status_code}"
+            logger.warning(
+                "re-factor API: %s for runnable %s; retry %d of %d in %.1f s",
+                reason,
+                runnable_id,
+                attempt + 1,
+                retries,
+                delay,
+            )
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _post(self, runnable_id: str, body: RunBody, key: str) -> httpx2.Response:
+        """One attempt; a transport failure other than a failed connection is final."""
+        timeout = httpx2.Timeout(
+            self.read_timeout_for(body.timeout_seconds), connect=self.settings.connect_timeout_seconds
+        )
         try:
-            response = await self._http.post(
+            return await self._http.post(
                 f"/v1/runnable/{runnable_id}/runs",
                 params={"mode": "sync"},
                 content=body,
@@ -150,6 +193,8 @@ class RefactorClient:
                 },
                 timeout=timeout,
             )
+        except _NOT_CONNECTED:
+            raise
         except httpx2.TimeoutException as exc:
             raise RequestTimeoutError(
                 f"No answer from the re-factor API within {timeout.read:g} s ({type(exc).__name__}). The run may "
@@ -158,13 +203,20 @@ class RefactorClient:
             ) from None
         except httpx2.TransportError as exc:
             raise NetworkError(
-                f"Could not reach the re-factor API at {self._http.base_url} ({type(exc).__name__}: "
-                f"{redact(str(exc), key) or 'connection failed'}). Check the network and REFACTOR_BASE_URL."
+                f"The connection to the re-factor API at {self.settings.base_url} failed during the call "
+                f"({type(exc).__name__}: {redact(str(exc), key) or 'no detail'}). The run may have started; it was "
+                "not retried, so it cannot run twice."
             ) from None
-        return self._state_from(response, runnable_id, key)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so many clients do not retry in step."""
+        jitter = random.uniform(0.5, 1.5)  # noqa: S311 - not for security
+        return float(self.settings.retry_backoff_seconds * 2**attempt * jitter)
 
     @staticmethod
-    def _state_from(response: httpx2.Response, runnable_id: str, key: str) -> RunState:
+    def _state_from(
+        response: httpx2.Response, runnable_id: str, key: str, *, retry_after: float | None = None
+    ) -> RunState:
         text = response.text
         try:
             body = json.loads(text) if text else None
@@ -174,7 +226,9 @@ class RefactorClient:
             text, body = redact(text, key), redact(body, key)
         if not response.is_success:
             details = body if isinstance(body, dict) else None
-            raise error_for_status(response.status_code, _api_message(body, text), runnable_id, details=details)
+            raise error_for_status(
+                response.status_code, _api_message(body, text), runnable_id, details=details, retry_after=retry_after
+            )
         if not isinstance(body, dict):
             raise BadResponseError(
                 f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "

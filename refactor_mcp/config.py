@@ -38,6 +38,26 @@ class Settings(BaseSettings):
         description="Added to a call's timeout_seconds to get the read timeout, so the API can answer 'timeout'.",
     )
     connect_timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait to connect to the API.")
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a call that surely did not start a run: a failed connection, or HTTP 429 or 503.",
+    )
+    retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="Base of the jittered exponential wait between retries."
+    )
+    retry_after_cap_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest Retry-After the server waits out; a longer one is returned to the caller at once.",
+    )
+    max_connections: int = Field(
+        default=100, ge=1, description="Size of the connection pool: how many runs may be in flight at once."
+    )
+    progress_interval_seconds: float = Field(
+        default=2.0, gt=0, le=5, description="How often a caller that asked for progress hears from a run."
+    )
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Directories whose files `path` resources may read (os.pathsep-separated). None: no file is read.",

@@ -89,9 +89,12 @@ class ResourceTooLargeError(RefactorError):
     code = "resource_too_large"
 
 
-def error_for_status(status: int, api_message: str, runnable_id: str, details: Details = None) -> RefactorError:
+def error_for_status(
+    status: int, api_message: str, runnable_id: str, details: Details = None, retry_after: float | None = None
+) -> RefactorError:
     """Map a non-2xx answer of the API to its error, keeping the API's own message."""
     said = f" The API said: {api_message}" if api_message else ""
+    wait = f"Wait {retry_after:.0f} s (the API's Retry-After), then call again." if retry_after is not None else ""
     if status in (401, 403):
         return UnauthorizedError(
             f"The re-factor API refused the API key (HTTP {status}). Check that REFACTOR_API_KEY holds a valid key "
@@ -114,13 +117,14 @@ def error_for_status(status: int, api_message: str, runnable_id: str, details: D
         )
     if status == 429:
         return RateLimitedError(
-            f"The re-factor API is rate limiting this key (HTTP 429). Wait a little, then call again.{said}",
+            f"The re-factor API is rate limiting this key (HTTP 429). {wait or 'Wait a little, then call again.'}"
+            f"{said}",
             http_status=status,
             details=details,
         )
     if status >= 500:
         return UpstreamError(
-            f"The re-factor API failed (HTTP {status}). This is on the API's side: try again later.{said}",
+            f"The re-factor API failed (HTTP {status}). This is on the API's side: {wait or 'try again later.'}{said}",
             http_status=status,
             details=details,
         )

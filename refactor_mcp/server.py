@@ -33,7 +33,7 @@ def build_server(settings: Settings) -> Server[RefactorClient]:
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
-        async with RefactorClient.from_settings(settings) as client:
+        async with RefactorClient(settings) as client:
             yield client
 
     async def list_tools(
@@ -44,7 +44,9 @@ def build_server(settings: Settings) -> Server[RefactorClient]:
     async def call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
         if params.name != RUN_RUNNABLE:
             raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {RUN_RUNNABLE!r}.")
-        return await run_runnable(ctx.lifespan_context, resolver, params.arguments)
+        wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
+        report = ctx.session.report_progress if wants_progress else None
+        return await run_runnable(ctx.lifespan_context, resolver, params.arguments, report)
 
     return Server(
         "refactor-mcp",

@@ -10,8 +10,10 @@ received; every other failure is `{"status": "error", "error": {code, message, h
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import anyio
 from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
@@ -206,13 +208,41 @@ def error_result(error: RefactorError) -> CallToolResult:
     return CallToolResult(content=[TextContent(text=text)], structured_content=outcome, is_error=True)
 
 
+ProgressReporter = Callable[[float, float | None, str], Awaitable[None]]
+"""Sends one progress notification: elapsed seconds, the total when known, and a message."""
+
+
 async def run_runnable(
-    client: RefactorClient, resolver: ResourceResolver, arguments: dict[str, Any] | None
+    client: RefactorClient,
+    resolver: ResourceResolver,
+    arguments: dict[str, Any] | None,
+    report_progress: ProgressReporter | None = None,
 ) -> CallToolResult:
-    """The whole call: arguments -> validated model -> resolved resources -> request -> RunState -> tool result."""
+    """The whole call: arguments -> validated model -> resolved resources -> request -> RunState -> tool result.
+
+    With `report_progress`, the caller hears from the run every few seconds while it waits, so clients that
+    reset their timeout on progress wait as long as the run needs.
+    """
     try:
         args = parse_arguments(arguments)
-        state = await client.run(args.runnable_id, resolver.body(args))
+        body = resolver.body(args)
     except RefactorError as error:
         return error_result(error)
-    return run_result(state)
+    async with anyio.create_task_group() as heartbeat:
+        if report_progress is not None:
+            heartbeat.start_soon(_beat, report_progress, args, client.settings.progress_interval_seconds)
+        try:
+            result = run_result(await client.run(args.runnable_id, body))
+        except RefactorError as error:
+            result = error_result(error)
+        heartbeat.cancel_scope.cancel()
+    return result
+
+
+async def _beat(report_progress: ProgressReporter, args: RunRunnableArguments, interval: float) -> None:
+    total = float(args.timeout_seconds) if args.timeout_seconds is not None and args.timeout_seconds >= 1 else None
+    started = anyio.current_time()
+    while True:
+        await anyio.sleep(interval)
+        elapsed = anyio.current_time() - started
+        await report_progress(elapsed, total, f"running {args.runnable_id}: {elapsed:.0f} s")

@@ -7,6 +7,7 @@ must keep: structuredContent matches the tool's advertised outputSchema, and the
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -108,6 +109,14 @@ async def call(session: Session, arguments: dict[str, Any] | None, name: str = "
     jsonschema.validate(result.structured_content, schema)
     assert API_KEY not in json.dumps(result.model_dump(mode="json")), "the API key leaked into a result"
     return result
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def text_of(result: CallToolResult) -> str:

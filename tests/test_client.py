@@ -19,6 +19,7 @@ from refactor_mcp import (
     RefactorClient,
     RefactorError,
     RequestTimeoutError,
+    Settings,
     UnauthorizedError,
     UpstreamError,
 )
@@ -35,8 +36,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def client_for(handler: Callable[[httpx2.Request], httpx2.Response], **kwargs: Any) -> RefactorClient:
-    return RefactorClient(KEY, "http://api.test/", transport=httpx2.MockTransport(handler), **kwargs)
+def client_for(handler: Callable[[httpx2.Request], httpx2.Response], **settings: Any) -> RefactorClient:
+    configured = Settings(api_key=KEY, base_url="http://api.test/", retry_backoff_seconds=0, **settings)
+    return RefactorClient(configured, transport=httpx2.MockTransport(handler))
 
 
 async def test_posts_the_body_with_bearer_key_and_user_agent() -> None:
@@ -118,7 +120,7 @@ async def test_a_body_that_is_not_a_runstate_is_bad_response(response: httpx2.Re
         (httpx2.ConnectError("refused"), NetworkError),
         (httpx2.ReadError("reset"), NetworkError),
         (httpx2.ReadTimeout("slow"), RequestTimeoutError),
-        (httpx2.ConnectTimeout("slow"), RequestTimeoutError),
+        (httpx2.ConnectTimeout("slow"), NetworkError),
     ],
 )
 async def test_transport_failures_map_to_network_and_timeout(
@@ -150,7 +152,7 @@ async def test_missing_key_raises_before_any_request() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise AssertionError("no request may be sent without a key")
 
-    async with RefactorClient(None, transport=httpx2.MockTransport(handler)) as client:
+    async with RefactorClient(Settings(api_key=None), transport=httpx2.MockTransport(handler)) as client:
         with pytest.raises(MissingApiKeyError, match="REFACTOR_API_KEY"):
             await client.run(RUNNABLE, {})
 
@@ -164,3 +166,87 @@ async def test_the_key_is_scrubbed_from_api_errors_and_reprs() -> None:
     assert KEY not in caught.value.message
     assert "[REDACTED]" in caught.value.message
     assert KEY not in json.dumps(caught.value.to_dict())
+
+
+def answers(*responses: httpx2.Response | Exception) -> tuple[Callable[[httpx2.Request], httpx2.Response], list[int]]:
+    """A handler giving these answers in turn, and the list it counts requests in."""
+    sent: list[int] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(1)
+        answer = responses[min(len(sent), len(responses)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return handler, sent
+
+
+@pytest.mark.parametrize(
+    ("responses", "requests"),
+    [
+        ([httpx2.Response(429), httpx2.Response(200, json=STATE)], 2),
+        (
+            [
+                httpx2.Response(503),
+                httpx2.Response(503, headers={"Retry-After": "0"}),
+                httpx2.Response(200, json=STATE),
+            ],
+            3,
+        ),
+        ([httpx2.ConnectError("refused"), httpx2.Response(200, json=STATE)], 2),
+        ([httpx2.ConnectTimeout("slow"), httpx2.ConnectError("refused"), httpx2.Response(200, json=STATE)], 3),
+    ],
+)
+async def test_what_started_no_run_is_retried(responses: list[Any], requests: int) -> None:
+    handler, sent = answers(*responses)
+    async with client_for(handler) as client:
+        assert (await client.run(RUNNABLE, {})).status == "completed"
+    assert len(sent) == requests
+
+
+@pytest.mark.parametrize(
+    ("response", "error_type"),
+    [
+        (httpx2.Response(500), UpstreamError),
+        (httpx2.Response(502), UpstreamError),
+        (httpx2.Response(400), InvalidInputError),
+        (httpx2.ReadError("reset mid-call"), NetworkError),
+        (httpx2.RemoteProtocolError("closed mid-call"), NetworkError),
+        (httpx2.ReadTimeout("slow run"), RequestTimeoutError),
+    ],
+)
+async def test_what_may_have_started_a_run_is_never_retried(response: Any, error_type: type[RefactorError]) -> None:
+    handler, sent = answers(response, httpx2.Response(200, json=STATE))
+    async with client_for(handler) as client:
+        with pytest.raises(error_type):
+            await client.run(RUNNABLE, {})
+    assert len(sent) == 1
+
+
+async def test_retries_stop_after_the_configured_count() -> None:
+    handler, sent = answers(httpx2.Response(503))
+    async with client_for(handler, max_retries=1) as client:
+        with pytest.raises(UpstreamError):
+            await client.run(RUNNABLE, {})
+    assert len(sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "error_type"),
+    [("120", RateLimitedError), ("Wed, 21 Oct 2099 07:28:00 GMT", RateLimitedError)],
+)
+async def test_a_wait_beyond_the_cap_is_returned_at_once(retry_after: str, error_type: type[RefactorError]) -> None:
+    handler, sent = answers(httpx2.Response(429, headers={"Retry-After": retry_after}))
+    async with client_for(handler, retry_after_cap_seconds=30) as client:
+        with pytest.raises(error_type, match=r"Wait \d+ s"):
+            await client.run(RUNNABLE, {})
+    assert len(sent) == 1
+
+
+async def test_a_connection_never_made_ends_as_network_error_after_retries() -> None:
+    handler, sent = answers(httpx2.ConnectError("refused"))
+    async with client_for(handler) as client:
+        with pytest.raises(NetworkError, match="after 3 attempt"):
+            await client.run(RUNNABLE, {})
+    assert len(sent) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import tempfile
 
 import pytest
@@ -20,6 +19,7 @@ from .conftest import (
     WORD_COUNT,
     Emulator,
     call,
+    closed_port,
     connect,
     env_for,
     error_of,
@@ -171,25 +171,24 @@ async def test_invalid_arguments_name_the_field_and_send_nothing(api: Emulator) 
     assert api.requests() == [], "no request reaches the API for invalid arguments"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("era", ERAS)
 async def test_every_request_failure_has_its_code(api: Emulator, era: str) -> None:
     unknown = "11111111-2222-4333-8444-555555555555"
+    api_env = env_for(api, REFACTOR_MAX_RETRIES="0")  # retries have their own tests
     cases = [
-        (env_for(api, REFACTOR_API_KEY="wrong-key"), {"runnable_id": ECHO}, "unauthorized", 401),
-        (env_for(api), {"runnable_id": unknown}, "not_found", 404),
-        (env_for(api), {"runnable_id": WORD_COUNT}, "invalid_input", 422),
-        (env_for(api), {"runnable_id": FAULT, "resources": fault(f"{era}429", status=429)}, "rate_limited", 429),
-        (env_for(api), {"runnable_id": FAULT, "resources": fault(f"{era}500", status=500)}, "upstream_error", 500),
-        (env_for(api), {"runnable_id": FAULT, "resources": fault(f"{era}502", status=502)}, "upstream_error", 502),
-        (env_for(api), {"runnable_id": FAULT, "resources": fault("h", mode="not_json")}, "bad_response", 200),
-        (env_for(api), {"runnable_id": FAULT, "resources": fault("j", mode="not_runstate")}, "bad_response", 200),
+        (
+            env_for(api, REFACTOR_API_KEY="wrong-key", REFACTOR_MAX_RETRIES="0"),
+            {"runnable_id": ECHO},
+            "unauthorized",
+            401,
+        ),
+        (api_env, {"runnable_id": unknown}, "not_found", 404),
+        (api_env, {"runnable_id": WORD_COUNT}, "invalid_input", 422),
+        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}429", status=429)}, "rate_limited", 429),
+        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}500", status=500)}, "upstream_error", 500),
+        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}502", status=502)}, "upstream_error", 502),
+        (api_env, {"runnable_id": FAULT, "resources": fault("h", mode="not_json")}, "bad_response", 200),
+        (api_env, {"runnable_id": FAULT, "resources": fault("j", mode="not_runstate")}, "bad_response", 200),
         (
             env_for(api, REFACTOR_BASE_URL=f"http://127.0.0.1:{closed_port()}"),
             {"runnable_id": ECHO},
