@@ -1,5 +1,5 @@
 """`python -m refactor_mcp`: the same as the `refactor-mcp` command."""
 
-from .cli import main
+from refactor_mcp.cli import main  # absolute: bundles run this file as a script
 
 raise SystemExit(main())

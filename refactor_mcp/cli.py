@@ -1,4 +1,4 @@
-"""Command line: `refactor-mcp [serve]` (MCP over stdio), `refactor-mcp emulator`, `refactor-mcp demo`.
+"""Command line: `refactor-mcp [serve]` (MCP over stdio), `check`, `emulator` and `demo`.
 
 Only what a command needs is imported when it runs: clients spawn `serve` at start-up, so it must not pay
 for the emulator or the demo.
@@ -48,9 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_options.add_argument(
         "--allow-dir",
         dest="allowed_dirs",
-        action="append",
+        action="extend",
+        nargs="*",
         metavar="DIR",
-        help="a directory whose files `path` resources may read; repeat for more (env REFACTOR_ALLOWED_DIRS)",
+        help="directories whose files `path` resources may read; give it last or repeat it (env REFACTOR_ALLOWED_DIRS)",
     )
     serve_options.add_argument(
         "--read-timeout-seconds",
@@ -64,8 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         parents=[serve_options],
     )
     parser.add_argument("--version", action="version", version=f"refactor-mcp {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,emulator,demo}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,check,emulator,demo}")
     commands.add_parser("serve", help="serve MCP over stdio (the default)", parents=[serve_options])
+    commands.add_parser(
+        "check",
+        help="check the configuration, the API's reachability and the key; print each problem with its fix",
+        parents=[serve_options],
+    )
 
     emulator = commands.add_parser("emulator", help="run a local stand-in of the re-factor API (loopback only)")
     emulator.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
@@ -76,23 +82,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """Settings from the environment with the flags over it, or None after saying what is wrong."""
     overrides = {
         name: value
         for name in ("base_url", "log_level", "read_timeout_seconds", "allowed_dirs")
         if (value := getattr(args, name, None)) is not None
     }
     try:
-        settings = Settings(**overrides)
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(f"REFACTOR_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
         print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
         return 2
     configure_logging(settings)
     from .server import serve_stdio
 
     anyio.run(serve_stdio, settings)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    from .check import run_check
+
+    return run_check(settings)
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -119,5 +141,5 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"emulator": _emulator, "demo": _demo}.get(args.command, _serve)
+    command = {"check": _check, "emulator": _emulator, "demo": _demo}.get(args.command, _serve)
     return command(args)

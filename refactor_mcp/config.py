@@ -87,7 +87,8 @@ class Settings(BaseSettings):
             value = value.split(os.pathsep)
         if isinstance(value, list | tuple):
             # Resolved once here, so containment checks compare real paths with real paths.
-            return [Path(os.path.realpath(Path(str(d)).expanduser())) for d in value if str(d).strip()]
+            kept = [str(d) for d in value if str(d).strip() and not str(d).startswith("${")]
+            return [Path(os.path.realpath(Path(d).expanduser())) for d in kept]
         return value
 
     @field_validator("log_level", mode="before")

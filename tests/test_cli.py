@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from refactor_mcp import __version__
+
+from .conftest import API_KEY, Emulator, closed_port
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,3 +43,30 @@ def test_emulator_refuses_a_non_loopback_address() -> None:
     assert refused.returncode == 2
     assert "loopback" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def check(api: Emulator, key: str | None, base_url: str | None = None, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {"REFACTOR_BASE_URL": base_url or api.url, "REFACTOR_MAX_RETRIES": "0"}
+    return run("check", *flags, env=env | ({"REFACTOR_API_KEY": key} if key else {}))
+
+
+def test_check_passes_a_working_configuration(api: Emulator, tmp_path: Path) -> None:
+    checked = check(api, API_KEY, None, "--allow-dir", str(tmp_path))
+    assert checked.returncode == 0, checked.stdout
+    assert "the API key is accepted" in checked.stdout
+    assert "Ready to serve." in checked.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "closed", "said"),
+    [("wrong-key", False, "the API refused the key"), (None, False, "no API key"), (API_KEY, True, "network_error")],
+)
+def test_check_reports_each_problem_with_its_fix(api: Emulator, key: str | None, closed: bool, said: str) -> None:
+    base_url = f"http://127.0.0.1:{closed_port()}" if closed else None
+    checked = check(api, key, base_url, "--allow-dir", "/nonexistent-dir")
+    assert checked.returncode == 1, checked.stdout
+    assert said in checked.stdout
+    assert "allowed directory /nonexistent-dir does not exist" in checked.stdout
+    assert "2 problem(s) to fix" in checked.stdout
+    assert checked.stdout.count("->") == 2, "each problem comes with its fix"
+    assert API_KEY not in checked.stdout + checked.stderr

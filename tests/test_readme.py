@@ -1,0 +1,55 @@
+"""The README's snippets work as written: Python ones run against the emulator, JSON ones name real settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from refactor_mcp import Settings
+
+from .conftest import API_KEY, ECHO, Emulator
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
+PYTHON = [code for language, code in BLOCKS if language == "python"]
+JSON = [code for language, code in BLOCKS if language == "json"]
+PLACEHOLDERS = {"sk-...": API_KEY, "3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b": ECHO}
+"""What a reader replaces in a snippet, and what the test puts there; the base URL becomes the emulator's."""
+
+
+def test_the_readme_has_the_snippets_we_test() -> None:
+    assert len(PYTHON) >= 2
+    assert len(JSON) >= 3
+
+
+@pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
+def test_python_snippets_run_against_the_emulator(api: Emulator, code: str) -> None:
+    for placeholder, value in {**PLACEHOLDERS, "https://api.re-factor.ai": api.url}.items():
+        code = code.replace(placeholder, value)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": path}
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "completed" in ran.stdout, ran.stdout
+    assert len(api.requests()) == 1
+
+
+def servers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((config.get("mcpServers") or config.get("servers") or {}).values())
+
+
+@pytest.mark.parametrize("code", JSON, ids=[f"json-{i}" for i in range(len(JSON))])
+def test_json_snippets_start_the_server_with_real_settings(code: str) -> None:
+    settings_env = {f"REFACTOR_{field.upper()}" for field in Settings.model_fields}
+    [server] = servers(json.loads(code))
+    assert server["command"] == "refactor-mcp"
+    assert server.get("args", ["serve"]) == ["serve"]
+    assert set(server["env"]) <= settings_env, set(server["env"]) - settings_env
