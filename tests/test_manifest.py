@@ -132,7 +132,7 @@ def test_mcpb_validates_the_manifest() -> None:
 @pytest.mark.skipif(shutil.which("uv", path=str(Path(sys.executable).parent)) is None, reason="needs uv")
 async def test_the_packed_bundle_starts_as_claude_desktop_starts_it(api: Emulator, tmp_path: Path) -> None:
     bundle = tmp_path / "refactor-mcp.mcpb"
-    packed = await anyio.run_process([*MCPB, "pack", ".", str(bundle)], cwd=ROOT, check=False)
+    packed = await anyio.run_process([str(ROOT / "scripts" / "build_bundle.sh"), str(bundle)], check=False)
     assert packed.returncode == 0, packed.stdout + packed.stderr
     unpacked = tmp_path / "extension"
     with zipfile.ZipFile(bundle) as archive:
