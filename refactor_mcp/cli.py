@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
         help="directories whose files `path` resources may read; give it last or repeat it (env REFACTOR_ALLOWED_DIRS)",
     )
     serve_options.add_argument(
+        "--transport", choices=["stdio", "http"], help="stdio (the default) or streamable HTTP (env REFACTOR_TRANSPORT)"
+    )
+    serve_options.add_argument("--host", dest="http_host", help="HTTP: address to listen on (default 127.0.0.1)")
+    serve_options.add_argument("--port", dest="http_port", type=int, help="HTTP: port to listen on (default 8000)")
+    serve_options.add_argument(
+        "--stateless", dest="http_stateless", action="store_true", help="HTTP: no per-session state (scale-out)"
+    )
+    serve_options.add_argument(
+        "--json-response", dest="http_json_response", action="store_true", help="HTTP: JSON bodies instead of SSE"
+    )
+    serve_options.add_argument(
+        "--workers", dest="http_workers", type=int, help="HTTP: worker processes; needs --stateless (default 1)"
+    )
+    serve_options.add_argument(
         "--read-timeout-seconds",
         type=float,
         help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
@@ -66,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"refactor-mcp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{serve,check,emulator,demo}")
-    commands.add_parser("serve", help="serve MCP over stdio (the default)", parents=[serve_options])
+    commands.add_parser("serve", help="serve MCP over stdio (the default) or streamable HTTP", parents=[serve_options])
     commands.add_parser(
         "check",
         help="check the configuration, the API's reachability and the key; print each problem with its fix",
@@ -82,17 +96,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+SETTINGS_FLAGS = (
+    "base_url",
+    "log_level",
+    "read_timeout_seconds",
+    "allowed_dirs",
+    "transport",
+    "http_host",
+    "http_port",
+    "http_stateless",
+    "http_json_response",
+    "http_workers",
+)
+"""Flags whose destination is a Settings field: they override the environment."""
+
+
 def _settings(args: argparse.Namespace) -> Settings | None:
     """Settings from the environment with the flags over it, or None after saying what is wrong."""
-    overrides = {
-        name: value
-        for name in ("base_url", "log_level", "read_timeout_seconds", "allowed_dirs")
-        if (value := getattr(args, name, None)) is not None
-    }
+    overrides = {name: value for name in SETTINGS_FLAGS if (value := getattr(args, name, None)) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"REFACTOR_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"REFACTOR_{str(e['loc'][0]).upper()}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
         return None
 
@@ -102,6 +130,11 @@ def _serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     configure_logging(settings)
+    if settings.transport == "http":
+        from .streamable_http import serve_http
+
+        serve_http(settings)
+        return 0
     from .server import serve_stdio
 
     anyio.run(serve_stdio, settings)

@@ -7,6 +7,7 @@ the literal placeholder `${user_config.x}` for an optional field the user left e
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,10 +20,21 @@ DEFAULT_BASE_URL = "https://api.re-factor.ai"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the server on this machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class Settings(BaseSettings):
     """Configuration of refactor-mcp. `repr()` never shows the API key."""
 
-    model_config = SettingsConfigDict(env_prefix="REFACTOR_", env_ignore_empty=True, extra="ignore")
+    # hide_input_in_errors: a validation error must not echo the values it got, the API key among them.
+    model_config = SettingsConfigDict(
+        env_prefix="REFACTOR_", env_ignore_empty=True, extra="ignore", hide_input_in_errors=True
+    )
 
     api_key: SecretStr | None = Field(default=None, description="re-factor API key, sent as a bearer token.")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Base URL of the re-factor API.")
@@ -66,6 +78,32 @@ class Settings(BaseSettings):
         default=100 * 1024 * 1024, gt=0, description="Largest file or inline content one resource may carry."
     )
 
+    transport: Literal["stdio", "http"] = Field(default="stdio", description="How MCP clients reach the server.")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP transport listens on.")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP transport listens on.")
+    http_stateless: bool = Field(
+        default=False, description="Keep no per-session state, so any worker or replica can serve any request."
+    )
+    http_json_response: bool = Field(default=False, description="Answer with JSON bodies rather than SSE streams.")
+    http_workers: int = Field(default=1, ge=1, le=64, description="Worker processes (needs http_stateless).")
+    mcp_http_token: SecretStr | None = Field(
+        default=None, description="Bearer token every MCP request over HTTP must carry."
+    )
+    mcp_http_token_file: Path | None = Field(default=None, description="A file holding mcp_http_token.")
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host header values accepted besides the bind address (comma-separated)."
+    )
+    http_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origin header values accepted besides loopback ones (comma-separated)."
+    )
+    http_allow_paths: bool = Field(
+        default=False, description="Let HTTP callers send `path` resources (files of this machine). Off by default."
+    )
+    http_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Largest MCP request body over HTTP.")
+    http_shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP calls get to finish."
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _drop_placeholders(cls, data: Any) -> Any:
@@ -90,6 +128,35 @@ class Settings(BaseSettings):
             kept = [str(d) for d in value if str(d).strip() and not str(d).startswith("${")]
             return [Path(os.path.realpath(Path(d).expanduser())) for d in kept]
         return value
+
+    @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _safe_http(self) -> Settings:
+        if self.mcp_http_token is None and self.mcp_http_token_file is not None:
+            try:
+                token = self.mcp_http_token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"REFACTOR_MCP_HTTP_TOKEN_FILE {self.mcp_http_token_file} cannot be read: {exc}"
+                ) from None
+            if not token:
+                raise ValueError(f"REFACTOR_MCP_HTTP_TOKEN_FILE {self.mcp_http_token_file} is empty")
+            self.mcp_http_token = SecretStr(token)
+        if self.transport != "http":
+            return self
+        if self.mcp_http_token is None and not is_loopback(self.http_host):
+            raise ValueError(
+                f"refusing to listen on {self.http_host} without an access token: anyone who can reach it could run "
+                "runnables on your API key. Set REFACTOR_MCP_HTTP_TOKEN (or REFACTOR_MCP_HTTP_TOKEN_FILE), or listen "
+                "on 127.0.0.1"
+            )
+        if self.http_workers > 1 and not self.http_stateless:
+            raise ValueError("several workers need stateless mode (--stateless): a session lives in one process")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

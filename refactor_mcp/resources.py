@@ -106,9 +106,11 @@ class RunBody:
 class ResourceResolver:
     """Checks and resolves resources under the server's file policy: allowed directories and a size limit."""
 
-    def __init__(self, allowed_dirs: Sequence[Path], max_resource_bytes: int) -> None:
+    def __init__(self, allowed_dirs: Sequence[Path], max_resource_bytes: int, paths_off: str | None = None) -> None:
+        """`paths_off`, when given, refuses every `path` with that reason (a remote transport, say)."""
         self.allowed_dirs = list(allowed_dirs)
         self.max_resource_bytes = max_resource_bytes
+        self.paths_off = paths_off
 
     def body(self, request: RunRequest) -> RunBody:
         """The run request's body; fields the caller left out are left out."""
@@ -154,6 +156,8 @@ class ResourceResolver:
 
     def local_file(self, raw: str, where: str = "path") -> LocalFile:
         """Check a `path` against the policy and return the file to send; nothing is read yet."""
+        if self.paths_off is not None:
+            raise PathNotAllowedError(f"{where}.path: {self.paths_off}")
         if "\0" in raw:
             raise InvalidInputError(f"{where}.path contains a NUL byte; give a plain file path.")
         if not self.allowed_dirs:

@@ -1,4 +1,4 @@
-"""Wiring the MCP server: one low-level `Server`, one `RefactorClient` for its lifetime, stdio transport.
+"""Wiring the MCP server: one low-level `Server`, one `RefactorClient` for its lifetime, and stdio.
 
 The low-level server is used rather than `MCPServer` because the tool's schemas come from the API's
 contract, not from a function signature. Logs go to stderr only: in stdio mode stdout is the protocol.
@@ -27,9 +27,12 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(settings: Settings) -> Server[RefactorClient]:
-    """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs."""
-    resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes)
+def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[RefactorClient]:
+    """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs.
+
+    `paths_off` refuses `path` resources with that reason: a transport that serves remote callers sets it.
+    """
+    resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:

@@ -1,0 +1,147 @@
+"""Streamable HTTP transport: the MCP endpoint at /mcp, a health check, inbound auth and DNS-rebinding checks.
+
+A server that holds an API key and listens on a network must let no one else use that key:
+- every request to /mcp carries `Authorization: Bearer <REFACTOR_MCP_HTTP_TOKEN>` (compared in constant time),
+  and the server refuses to start on a non-loopback address without one (see Settings). The inbound token is
+  never forwarded upstream: the API key comes only from the server's own configuration;
+- Host and Origin are checked on every bind (the SDK does so only for loopback binds unless told);
+- `path` resources are refused unless REFACTOR_HTTP_ALLOW_PATHS is set: a remote caller must not read this
+  machine's files.
+Stateless mode keeps no per-session state, so uvicorn workers or replicas behind any load balancer share the
+traffic; uvicorn drains in-flight calls on SIGTERM within `http_shutdown_grace_seconds`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._version import __version__
+from .config import Settings, is_loopback
+from .server import build_server
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+PATHS_OFF = (
+    "`path` resources are off over HTTP: a remote caller must not read this server's files. Send the file as "
+    "`text` or `content`, or, if every caller is trusted, start the server with REFACTOR_HTTP_ALLOW_PATHS=true "
+    "and REFACTOR_ALLOWED_DIRS set."
+)
+
+
+class BearerToken:
+    """ASGI middleware: requests to /mcp must carry the configured bearer token; others pass (health checks)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(MCP_PATH):
+            supplied = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(supplied, self._expected):
+                refusal = JSONResponse(
+                    {
+                        "error": "invalid_token",
+                        "error_description": "Send Authorization: Bearer <REFACTOR_MCP_HTTP_TOKEN>.",
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="refactor-mcp", error="invalid_token"'},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Host and Origin checks for every bind: loopback names, the bound address, and what is configured."""
+    hosts = [*LOOPBACK_HOSTS, *settings.http_allowed_hosts]
+    if not is_loopback(settings.http_host) and settings.http_host not in ("0.0.0.0", "::"):  # noqa: S104
+        hosts.append(f"{settings.http_host}:*")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[*LOOPBACK_ORIGINS, *settings.http_allowed_origins],
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app: MCP at /mcp, GET /healthz, behind the bearer-token check when a token is set."""
+    paths_off = None if settings.http_allow_paths else PATHS_OFF
+    server = build_server(settings, paths_off=paths_off)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__, "stateless": settings.http_stateless})
+
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        json_response=settings.http_json_response,
+        stateless_http=settings.http_stateless,
+        max_request_body_size=settings.http_max_body_bytes,
+        transport_security=transport_security(settings),
+        host=settings.http_host,
+        custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"])],
+    )
+    if settings.mcp_http_token is not None:
+        app.add_middleware(BearerToken, token=settings.mcp_http_token.get_secret_value())
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """App factory for uvicorn workers: each worker process reads the same environment."""
+    return create_app(Settings())
+
+
+def serve_http(settings: Settings) -> None:
+    """Listen until SIGTERM or SIGINT, then let in-flight calls finish within the grace period."""
+    if not is_loopback(settings.http_host) and not settings.http_allowed_hosts:
+        logger.warning(
+            "listening on %s with no REFACTOR_HTTP_ALLOWED_HOSTS: requests whose Host header is not a loopback name "
+            "or %s get 421",
+            settings.http_host,
+            settings.http_host,
+        )
+    options = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "log_config": None,
+        "access_log": settings.log_level == "DEBUG",
+        "timeout_graceful_shutdown": int(settings.http_shutdown_grace_seconds),
+    }
+    if settings.http_workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # Worker processes rebuild Settings from the environment, so flags given on the command line go there first.
+    os.environ.update(_as_environment(settings))
+    target = f"{__name__}:app_from_environment"
+    uvicorn.run(target, factory=True, workers=settings.http_workers, **options)  # type: ignore[arg-type]
+
+
+def _as_environment(settings: Settings) -> dict[str, str]:
+    """The explicitly set settings as REFACTOR_* variables."""
+    environment = {}
+    for field in settings.model_fields_set:
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            separator = os.pathsep if field == "allowed_dirs" else ","
+            value = separator.join(str(item) for item in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        environment[f"REFACTOR_{field.upper()}"] = str(value)
+    return environment

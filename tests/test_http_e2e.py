@@ -1,0 +1,240 @@
+"""End to end over streamable HTTP: the real server in a subprocess, the official client, the emulator upstream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client, ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from .conftest import (
+    API_KEY,
+    ECHO,
+    SLEEP,
+    WORD_COUNT,
+    Emulator,
+    Session,
+    call,
+    closed_port,
+    env_for,
+    error_of,
+    inline,
+)
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "inbound-token-4c6f1b2e"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+class HttpServer:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.mcp = f"{url}/mcp"
+
+
+@contextmanager
+def http_server(api: Emulator, *flags: str, **env: str) -> Iterator[HttpServer]:
+    """`refactor-mcp serve --transport http` on a free loopback port, ready when /healthz answers."""
+    port = closed_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--port", str(port), *flags],
+        env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the HTTP server did not start"
+                time.sleep(0.1)
+        yield HttpServer(process, url)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@asynccontextmanager
+async def connect_http(
+    url: str, era: str = "legacy", token: str | None = TOKEN, statuses: list[int] | None = None
+) -> AsyncIterator[Session]:
+    """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def record(response: httpx2.Response) -> None:
+        if statuses is not None:
+            statuses.append(response.status_code)
+
+    hooks = {"response": [record]}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60), event_hooks=hooks) as http:
+        transport = streamable_http_client(url, http_client=http)
+        if era == "legacy":
+            async with transport as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
+        else:
+            async with Client(transport, mode="auto") as client:
+                yield client
+
+
+@pytest.mark.parametrize("mode", [[], ["--stateless", "--json-response"]])
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_the_right_token_lists_and_calls(api: Emulator, mode: list[str], era: str) -> None:
+    with http_server(api, *mode) as server:
+        async with connect_http(server.mcp, era) as session:
+            assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
+            result = await call(session, {"runnable_id": WORD_COUNT, "resources": [inline("t", text="one two")]})
+    assert result.is_error is False
+    assert result.structured_content is not None
+    assert result.structured_content["result"]["outputs"]["total_words"] == 2
+    [request] = api.requests()
+    assert request["authorized"] is True, "upstream gets the server's own API key"
+    assert TOKEN not in str(request["headers"]), "the inbound token is never forwarded"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, token: str | None) -> None:
+    with http_server(api) as server:
+        headers = ACCEPT | ({"Authorization": f"Bearer {token}"} if token else {})
+        raw = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
+        statuses: list[int] = []
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the official client wraps the 401 in its own errors
+            async with connect_http(server.mcp, token=token, statuses=statuses) as session:
+                await session.list_tools()
+    assert raw.status_code == 401
+    assert raw.headers["www-authenticate"].startswith("Bearer")
+    assert statuses == [401], "the official client was refused at its first request"
+    assert api.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({"Origin": "http://evil.example"}, 403), ({"Host": "evil.example"}, 421), ({}, 200)],
+)
+async def test_dns_rebinding_checks_host_and_origin(api: Emulator, headers: dict[str, str], status: int) -> None:
+    with http_server(api) as server:
+        answer = httpx2.post(
+            server.mcp, json=INITIALIZE, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"} | headers
+        )
+    assert answer.status_code == status, answer.text
+
+
+def test_a_non_loopback_bind_without_a_token_is_refused(api: Emulator) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--host", "0.0.0.0", "--port", "0"],
+        env={**os.environ, **env_for(api)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "without an access token" in refused.stderr
+    assert "REFACTOR_MCP_HTTP_TOKEN" in refused.stderr
+
+
+async def test_paths_are_off_over_http_unless_enabled(api: Emulator, tmp_path: Any) -> None:
+    (tmp_path / "a.txt").write_text("one two three")
+    arguments = {"runnable_id": WORD_COUNT, "resources": [inline("a", path=str(tmp_path / "a.txt"))]}
+    with http_server(api, REFACTOR_ALLOWED_DIRS=str(tmp_path)) as server:
+        async with connect_http(server.mcp) as session:
+            error = error_of(await call(session, arguments))
+    assert error["code"] == "path_not_allowed"
+    assert "REFACTOR_HTTP_ALLOW_PATHS" in error["message"]
+    with http_server(api, REFACTOR_ALLOWED_DIRS=str(tmp_path), REFACTOR_HTTP_ALLOW_PATHS="true") as server:
+        async with connect_http(server.mcp) as session:
+            assert (await call(session, arguments)).is_error is False
+
+
+async def test_the_request_body_limit_is_configurable(api: Emulator) -> None:
+    with http_server(api, "--stateless", "--json-response", REFACTOR_HTTP_MAX_BODY_BYTES="2000") as server:
+        big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 5000}}
+        answer = httpx2.post(server.mcp, json=big, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 413
+
+
+async def test_two_stateless_workers_serve_200_concurrent_calls(api: Emulator) -> None:
+    results: list[bool] = []
+    with http_server(api, "--stateless", "--json-response", "--workers", "2") as server:
+        async with connect_http(server.mcp, "2026-07-28") as session:
+
+            async def one(i: int) -> None:
+                result = await session.call_tool("run_runnable", {"runnable_id": ECHO, "timeout_seconds": i + 1})
+                results.append(result.is_error is False)
+
+            async with anyio.create_task_group() as calls:
+                for i in range(200):
+                    calls.start_soon(one, i)
+    assert results == [True] * 200
+    assert sorted(r["body"]["timeout_seconds"] for r in api.requests()) == list(range(1, 201)), "none lost"
+
+
+async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(api: Emulator) -> None:
+    # A bare stateless JSON-RPC POST, as a load balancer's client sends it: no session to tear down afterwards.
+    call_sleep = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {
+            "name": "run_runnable",
+            "arguments": {"runnable_id": SLEEP, "resources": [inline("d", uri="x:d", metadata={"seconds": 2})]},
+        },
+    }
+    headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "MCP-Protocol-Version": "2025-11-25"}
+    outcome: list[httpx2.Response] = []
+    with http_server(api, "--stateless", "--json-response") as server:
+        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
+
+            async def in_flight() -> None:
+                outcome.append(await http.post(server.mcp, json=call_sleep, headers=headers))
+
+            group.start_soon(in_flight)
+            await anyio.sleep(0.7)
+            server.process.send_signal(signal.SIGTERM)
+            await anyio.sleep(0.3)
+            with pytest.raises(httpx2.ConnectError):
+                await http.get(f"{server.url}/healthz")
+        # uvicorn drains, then re-raises the signal it caught, so the exit status is SIGTERM's.
+        assert server.process.wait(timeout=10) == -signal.SIGTERM
+    assert outcome[0].status_code == 200
+    assert outcome[0].json()["result"]["isError"] is False
+
+
+@pytest.mark.skipif(shutil.which("npx") is None, reason="needs npx (Node.js)")
+@pytest.mark.parametrize("scenario", ["server-initialize", "ping", "tools-list", "dns-rebinding-protection"])
+def test_the_official_conformance_scenarios_pass(api: Emulator, scenario: str) -> None:
+    with http_server(api, REFACTOR_MCP_HTTP_TOKEN="") as server:
+        suite = "npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16"
+        ran = subprocess.run(
+            [*suite.split(), "-c", f"conformance server --url {server.mcp} --scenario {scenario}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert API_KEY not in ran.stdout
