@@ -15,6 +15,7 @@ import pytest
 from refactor_mcp import Settings
 
 from .conftest import API_KEY, ECHO, Emulator
+from .test_http_e2e import TOKEN, http_server
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
@@ -29,14 +30,22 @@ def test_the_readme_has_the_snippets_we_test() -> None:
     assert len(JSON) >= 3
 
 
-@pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
-def test_python_snippets_run_against_the_emulator(api: Emulator, code: str) -> None:
-    for placeholder, value in {**PLACEHOLDERS, "https://api.re-factor.ai": api.url}.items():
+def run_snippet(code: str, replacements: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    for placeholder, value in replacements.items():
         code = code.replace(placeholder, value)
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    ran = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": path}
     )
+
+
+@pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
+def test_python_snippets_run_against_the_emulator(api: Emulator, code: str) -> None:
+    if "/mcp" in code:  # the streamable HTTP snippet: against the real server over HTTP
+        with http_server(api) as server:
+            ran = run_snippet(code, {**PLACEHOLDERS, "http://127.0.0.1:8000/mcp": server.mcp, "my-mcp-token": TOKEN})
+    else:
+        ran = run_snippet(code, {**PLACEHOLDERS, "https://api.re-factor.ai": api.url})
     assert ran.returncode == 0, ran.stderr
     assert "completed" in ran.stdout, ran.stdout
     assert len(api.requests()) == 1
