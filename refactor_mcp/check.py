@@ -17,6 +17,7 @@ import anyio
 from .client import RefactorClient
 from .config import Settings
 from .errors import NotFoundError, RefactorError, UnauthorizedError
+from .runnables import tools_for
 
 NIL_RUNNABLE = "00000000-0000-0000-0000-000000000000"
 
@@ -70,8 +71,11 @@ async def _api(settings: Settings) -> list[Finding]:
 
 
 def run_check(settings: Settings) -> int:
-    """Print each finding; 0 when nothing needs fixing."""
+    """Print each finding; 0 when nothing needs fixing. The settings and runnables file are already valid."""
     findings = [Finding(True, f"configuration is valid (base URL {settings.base_url})")]
+    if settings.runnables_file is not None:
+        names = ", ".join(tool.tool.name for tool in tools_for(settings.runnables_file))
+        findings.append(Finding(True, f"runnables file {settings.runnables_file} is valid; tools: {names}"))
     findings += _directories(settings)
     findings += anyio.run(_api, settings)
     for finding in findings:

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         help="directories whose files `path` resources may read; give it last or repeat it (env REFACTOR_ALLOWED_DIRS)",
     )
     serve_options.add_argument(
+        "--runnables-file", help="TOML file of runnables to expose as named tools (env REFACTOR_RUNNABLES_FILE)"
+    )
+    serve_options.add_argument(
         "--transport", choices=["stdio", "http"], help="stdio (the default) or streamable HTTP (env REFACTOR_TRANSPORT)"
     )
     serve_options.add_argument("--host", dest="http_host", help="HTTP: address to listen on (default 127.0.0.1)")
@@ -98,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
 SETTINGS_FLAGS = (
     "base_url",
+    "runnables_file",
     "log_level",
     "read_timeout_seconds",
     "allowed_dirs",
@@ -112,10 +116,13 @@ SETTINGS_FLAGS = (
 
 
 def _settings(args: argparse.Namespace) -> Settings | None:
-    """Settings from the environment with the flags over it, or None after saying what is wrong."""
+    """Settings from the environment with the flags over it, or None after saying what is wrong.
+
+    The runnables file is checked here too, so a bad one stops start-up with its message, before any transport.
+    """
     overrides = {name: value for name in SETTINGS_FLAGS if (value := getattr(args, name, None)) is not None}
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             (f"REFACTOR_{str(e['loc'][0]).upper()}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
@@ -123,6 +130,15 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         )
         print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
         return None
+    if settings.runnables_file is not None:
+        from .runnables import RunnablesFileError, load
+
+        try:
+            load(settings.runnables_file)
+        except RunnablesFileError as exc:
+            print(f"refactor-mcp: {exc}", file=sys.stderr)
+            return None
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         default=100 * 1024 * 1024, gt=0, description="Largest file or inline content one resource may carry."
     )
 
+    runnables_file: Path | None = Field(
+        default=None, description="A TOML file of runnables to expose as tools of their own, by name."
+    )
+    max_text_chars: int = Field(
+        default=20_000, ge=1000, description="Longest text content of a result; structuredContent stays whole."
+    )
     transport: Literal["stdio", "http"] = Field(default="stdio", description="How MCP clients reach the server.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP transport listens on.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP transport listens on.")

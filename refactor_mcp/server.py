@@ -18,12 +18,13 @@ from ._version import __version__
 from .client import RefactorClient
 from .config import Settings
 from .resources import ResourceResolver
-from .tools import RUN_RUNNABLE, TOOL, run_runnable
+from .runnables import tools_for
+from .tools import call_tool
 
 INSTRUCTIONS = (
-    "Runs re-factor runnables (AI workflows) with the run_runnable tool. Pass resources by id, or inline as a "
-    "local file `path`, `text`, a `uri` or a data URI; the call waits for the run to end and returns its "
-    "outputs, usage and cost."
+    "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
+    "Pass resources by id, or inline as a local file `path`, `text`, a `uri` or a data URI; a call waits for the "
+    "run to end and returns its outputs, usage and cost."
 )
 
 
@@ -31,25 +32,29 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
     """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs.
 
     `paths_off` refuses `path` resources with that reason: a transport that serves remote callers sets it.
+    Raises RunnablesFileError when REFACTOR_RUNNABLES_FILE cannot be served.
     """
     resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
+    tools = {tool.tool.name: tool for tool in tools_for(settings.runnables_file)}
+    listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
         async with RefactorClient(settings) as client:
             yield client
 
-    async def list_tools(
+    async def on_list_tools(
         ctx: ServerRequestContext[RefactorClient], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
-        return ListToolsResult(tools=[TOOL])
+        return listed
 
-    async def call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
-        if params.name != RUN_RUNNABLE:
-            raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {RUN_RUNNABLE!r}.")
+    async def on_call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {', '.join(tools)}.")
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        return await run_runnable(ctx.lifespan_context, resolver, params.arguments, report)
+        return await call_tool(tool, ctx.lifespan_context, resolver, params.arguments, report)
 
     return Server(
         "refactor-mcp",
@@ -57,8 +62,8 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
         title="re-factor",
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
     )
 
 

@@ -1,4 +1,4 @@
-"""The MCP tool surface: the `run_runnable` tool's schemas, argument validation and result mapping.
+"""The MCP tool surface: tools that run runnables, their schemas, argument validation and result mapping.
 
 The low-level SDK server validates neither arguments nor results, so this module does both: arguments go
 through the pydantic models that also generate the input schema (one source of truth), and every result
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -88,33 +89,69 @@ def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-INPUT_SCHEMA = self_contained(RunRunnableArguments.model_json_schema(schema_generator=_OptionalIsOmitted))
+def input_schema(arguments: type[BaseModel]) -> dict[str, Any]:
+    """A tool's self-contained input schema, generated from its arguments model."""
+    return self_contained(arguments.model_json_schema(schema_generator=_OptionalIsOmitted))
+
+
 OUTPUT_SCHEMA = {
     "type": "object",
     "anyOf": [self_contained(RunState.model_json_schema()), self_contained(ErrorOutcome.model_json_schema())],
 }
+ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+RESOURCE_SOURCES_HINT = (
+    "A resource is an existing resource id, or an inline resource with `name`, `directory_path` and one source: "
+    "`path` (a local file, read by the server), `text` (plain text), `uri`, or `content` (a "
+    "data:<mime>;base64,<data> URI). Prefer `path` for files and `text` for text: never write base64 yourself."
+)
+RESULT_HINT = (
+    "The call waits until the run ends. The result holds the run's status, outputs, token usage and cost; a "
+    "failed run is an error result with the run's error message."
+)
 
-TOOL = Tool(
-    name=RUN_RUNNABLE,
-    title="Run a re-factor runnable",
-    description=(
-        "Run a re-factor runnable (an AI workflow) synchronously and return its outputs. Give the runnable's id, "
-        "and the resources it works on under the names it expects: an existing resource id, or an inline "
-        "resource with `name`, `directory_path` and one source: `path` (a local file, read by the server), "
-        "`text` (plain text), `uri`, or `content` (a data:<mime>;base64,<data> URI). Prefer `path` for files "
-        "and `text` for text: never write base64 yourself. The call waits until the run ends; set "
-        "timeout_seconds for long runs. The result holds the run's status, outputs, token usage and cost; a "
-        "failed run is an error result with the run's error message."
-    ),
-    input_schema=INPUT_SCHEMA,
-    output_schema=OUTPUT_SCHEMA,
-    annotations=ToolAnnotations(
+
+@dataclass(frozen=True)
+class RunnableTool:
+    """An MCP tool that runs a runnable: what clients list, the model its arguments must fit, and how
+    validated arguments become a run (which runnable, which request)."""
+
+    tool: Tool
+    arguments: type[BaseModel]
+    to_run: Callable[[Any], tuple[str, RunRequest]]
+
+    def parse(self, arguments: dict[str, Any] | None) -> tuple[str, RunRequest]:
+        """Validate arguments, naming each bad field in a message a model can act on."""
+        try:
+            return self.to_run(self.arguments.model_validate(arguments or {}))
+        except ValidationError as exc:
+            problems = [field_problem(error) for error in exc.errors(include_url=False)]
+            listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+            raise InvalidInputError(
+                f"Invalid arguments for {self.tool.name}: {listed}. Nothing was sent to re-factor; fix these and "
+                "call again.",
+                details={"problems": problems},
+            ) from None
+
+
+def _generic_run(args: RunRunnableArguments) -> tuple[str, RunRequest]:
+    return args.runnable_id, args
+
+
+GENERIC = RunnableTool(
+    tool=Tool(
+        name=RUN_RUNNABLE,
         title="Run a re-factor runnable",
-        read_only_hint=False,
-        destructive_hint=False,
-        idempotent_hint=False,
-        open_world_hint=True,
+        description=(
+            "Run a re-factor runnable (an AI workflow) synchronously and return its outputs. Give the runnable's "
+            f"id, and the resources it works on under the names it expects. {RESOURCE_SOURCES_HINT} Set "
+            f"timeout_seconds for long runs. {RESULT_HINT}"
+        ),
+        input_schema=input_schema(RunRunnableArguments),
+        output_schema=OUTPUT_SCHEMA,
+        annotations=ANNOTATIONS,
     ),
+    arguments=RunRunnableArguments,
+    to_run=_generic_run,
 )
 
 _FRIENDLY = {
@@ -135,26 +172,14 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return path or "arguments"
 
 
-def _problem(error: ErrorDetails) -> dict[str, str]:
+def field_problem(error: ErrorDetails) -> dict[str, str]:
+    """One validation error as the field it concerns and a problem a person or a model can act on."""
     message = _FRIENDLY.get(error["type"]) or error["msg"].removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]
     if error["type"] not in ("missing", "extra_forbidden"):
         shown = json.dumps(error["input"], default=str)
         message += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
     return {"field": _field(error["loc"]), "problem": message}
-
-
-def parse_arguments(arguments: dict[str, Any] | None) -> RunRunnableArguments:
-    """Validate tool arguments, naming each bad field in a message a model can act on."""
-    try:
-        return RunRunnableArguments.model_validate(arguments or {})
-    except ValidationError as exc:
-        problems = [_problem(error) for error in exc.errors(include_url=False)]
-        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-        raise InvalidInputError(
-            f"Invalid arguments for {RUN_RUNNABLE}: {listed}. Nothing was sent to re-factor; fix these and call again.",
-            details={"problems": problems},
-        ) from None
 
 
 def _usage_line(state: RunState) -> str | None:
@@ -192,19 +217,29 @@ def summarize(state: RunState) -> str:
     return "\n".join(lines)
 
 
-def run_result(state: RunState) -> CallToolResult:
+def capped(text: str, limit: int) -> str:
+    """At most `limit` characters of text, saying how much was left out and where the rest is."""
+    if len(text) <= limit:
+        return text
+    return (
+        text[:limit] + f"\n[... {len(text) - limit:,} more characters left out of this text; structuredContent "
+        "holds the whole result.]"
+    )
+
+
+def run_result(state: RunState, text_limit: int) -> CallToolResult:
     """A RunState as a tool result: an error result unless it completed or is still going."""
     return CallToolResult(
-        content=[TextContent(text=summarize(state))],
+        content=[TextContent(text=capped(summarize(state), text_limit))],
         structured_content=state.received(),
         is_error=state.status in ("failed", "cancelled", "timeout"),
     )
 
 
-def error_result(error: RefactorError) -> CallToolResult:
+def error_result(error: RefactorError, text_limit: int) -> CallToolResult:
     """A request-level failure as an error result that still matches the output schema."""
     outcome = {"status": "error", "error": error.to_dict()}
-    text = f"Error ({error.code}): {error.message}"
+    text = capped(f"Error ({error.code}): {error.message}", text_limit)
     return CallToolResult(content=[TextContent(text=text)], structured_content=outcome, is_error=True)
 
 
@@ -212,7 +247,8 @@ ProgressReporter = Callable[[float, float | None, str], Awaitable[None]]
 """Sends one progress notification: elapsed seconds, the total when known, and a message."""
 
 
-async def run_runnable(
+async def call_tool(
+    tool: RunnableTool,
     client: RefactorClient,
     resolver: ResourceResolver,
     arguments: dict[str, Any] | None,
@@ -223,26 +259,30 @@ async def run_runnable(
     With `report_progress`, the caller hears from the run every few seconds while it waits, so clients that
     reset their timeout on progress wait as long as the run needs.
     """
+    settings = client.settings
     try:
-        args = parse_arguments(arguments)
-        body = resolver.body(args)
+        runnable_id, request = tool.parse(arguments)
+        body = resolver.body(request)
     except RefactorError as error:
-        return error_result(error)
+        return error_result(error, settings.max_text_chars)
     async with anyio.create_task_group() as heartbeat:
         if report_progress is not None:
-            heartbeat.start_soon(_beat, report_progress, args, client.settings.progress_interval_seconds)
+            interval = settings.progress_interval_seconds
+            heartbeat.start_soon(_beat, report_progress, runnable_id, request.timeout_seconds, interval)
         try:
-            result = run_result(await client.run(args.runnable_id, body))
+            result = run_result(await client.run(runnable_id, body), settings.max_text_chars)
         except RefactorError as error:
-            result = error_result(error)
+            result = error_result(error, settings.max_text_chars)
         heartbeat.cancel_scope.cancel()
     return result
 
 
-async def _beat(report_progress: ProgressReporter, args: RunRunnableArguments, interval: float) -> None:
-    total = float(args.timeout_seconds) if args.timeout_seconds is not None and args.timeout_seconds >= 1 else None
+async def _beat(
+    report_progress: ProgressReporter, runnable_id: str, timeout_seconds: int | None, interval: float
+) -> None:
+    total = float(timeout_seconds) if timeout_seconds is not None and timeout_seconds >= 1 else None
     started = anyio.current_time()
     while True:
         await anyio.sleep(interval)
         elapsed = anyio.current_time() - started
-        await report_progress(elapsed, total, f"running {args.runnable_id}: {elapsed:.0f} s")
+        await report_progress(elapsed, total, f"running {runnable_id}: {elapsed:.0f} s")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from refactor_mcp import Settings
+from refactor_mcp.runnables import tools_for
 
 from .conftest import API_KEY, ECHO, Emulator
 from .test_http_e2e import TOKEN, http_server
@@ -20,14 +21,31 @@ from .test_http_e2e import TOKEN, http_server
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
 PYTHON = [code for language, code in BLOCKS if language == "python"]
-JSON = [code for language, code in BLOCKS if language == "json"]
+JSON = [code for language, code in BLOCKS if language == "json" and '"command"' in code]
+"""The client configuration blocks (others show tool calls)."""
+TOML = [code for language, code in BLOCKS if language == "toml"]
 PLACEHOLDERS = {"sk-...": API_KEY, "3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b": ECHO}
 """What a reader replaces in a snippet, and what the test puts there; the base URL becomes the emulator's."""
 
 
 def test_the_readme_has_the_snippets_we_test() -> None:
-    assert len(PYTHON) >= 2
+    assert len(PYTHON) >= 3
     assert len(JSON) >= 3
+    assert len(TOML) == 1
+
+
+def test_the_runnables_example_gives_the_tools_it_describes(tmp_path: Path) -> None:
+    path = tmp_path / "runnables.toml"
+    path.write_text(TOML[0])
+    tools = {tool.tool.name: tool.tool.input_schema for tool in tools_for(path)}
+    assert list(tools) == ["run_runnable", "summarize_contract", "count_words"]
+    assert sorted(tools["summarize_contract"]["properties"]) == ["contract", "resources"]
+    assert sorted(tools["count_words"]["properties"]) == [
+        "document",
+        "resources",
+        "telemetry_strategy",
+        "timeout_seconds",
+    ]
 
 
 def run_snippet(code: str, replacements: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from refactor_mcp.tools import INPUT_SCHEMA, OUTPUT_SCHEMA
+from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
+
+INPUT_SCHEMA = GENERIC.tool.input_schema
 
 SPEC = json.loads((Path(__file__).parent.parent / "spec" / "refactor-run-sync.openapi.json").read_text())
 OPERATION = SPEC["paths"]["/v1/runnable/{id}/runs?mode=sync"]["post"]
