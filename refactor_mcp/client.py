@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -57,7 +58,7 @@ def redact(value: Any, secret: str | None) -> Any:
 
 
 def _api_message(body: Any, text: str) -> str:
-    """The human message in an API error body, whatever common shape it takes."""
+    """The human message in an API error body, whatever common shape it takes (HTML pages reduced to text)."""
     if isinstance(body, dict):
         error = body.get("error")
         for candidate in (
@@ -69,7 +70,10 @@ def _api_message(body: Any, text: str) -> str:
                 return candidate
             if candidate:
                 return json.dumps(candidate)[:_MAX_ECHOED_CHARS]
-    return text.strip()[:_MAX_ECHOED_CHARS]
+    if text.lstrip().startswith("<"):
+        title = re.search(r"<title>(.*?)</title>", text, flags=re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    return " ".join(text.split())[:_MAX_ECHOED_CHARS]
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -177,27 +181,39 @@ class RefactorClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _post(self, runnable_id: str, body: RunBody, key: str) -> httpx2.Response:
-        """One attempt; a transport failure other than a failed connection is final."""
-        timeout = httpx2.Timeout(
-            self.read_timeout_for(body.timeout_seconds), connect=self.settings.connect_timeout_seconds
+        """One attempt, read whole; a transport failure other than a failed connection is final.
+
+        The answer is read under two guards: its size (REFACTOR_MAX_RESPONSE_BYTES), so a runaway body cannot
+        exhaust memory, and a deadline for the whole exchange (the read timeout plus the grace period), so an
+        answer trickling in a byte at a time cannot hold the call forever.
+        """
+        read = self.read_timeout_for(body.timeout_seconds)
+        request = self._http.build_request(
+            "POST",
+            f"/v1/runnable/{runnable_id}/runs",
+            params={"mode": "sync"},
+            content=body,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+            },
+            timeout=httpx2.Timeout(read, connect=self.settings.connect_timeout_seconds),
         )
+        deadline = read + self.settings.timeout_grace_seconds
         try:
-            return await self._http.post(
-                f"/v1/runnable/{runnable_id}/runs",
-                params={"mode": "sync"},
-                content=body,
-                headers={
-                    "Authorization": f"Bearer {key}",
-                    "Content-Type": "application/json",
-                    "Content-Length": str(len(body)),
-                },
-                timeout=timeout,
-            )
+            with anyio.fail_after(deadline):
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = await self._read_capped(response)
+                finally:
+                    await response.aclose()
         except _NOT_CONNECTED:
             raise
-        except httpx2.TimeoutException as exc:
+        except (httpx2.TimeoutException, TimeoutError) as exc:
+            waited = deadline if isinstance(exc, TimeoutError) else read
             raise RequestTimeoutError(
-                f"No answer from the re-factor API within {timeout.read:g} s ({type(exc).__name__}). The run may "
+                f"No complete answer from the re-factor API within {waited:g} s ({type(exc).__name__}). The run may "
                 "still finish on re-factor. Pass a larger timeout_seconds for long runs, or raise "
                 "REFACTOR_READ_TIMEOUT_SECONDS."
             ) from None
@@ -207,6 +223,24 @@ class RefactorClient:
                 f"({type(exc).__name__}: {redact(str(exc), key) or 'no detail'}). The run may have started; it was "
                 "not retried, so it cannot run twice."
             ) from None
+        return httpx2.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    async def _read_capped(self, response: httpx2.Response) -> bytes:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        content = bytearray()
+        if not (declared.isdigit() and int(declared) > limit):
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > limit:
+                    break
+            else:
+                return bytes(content)
+        raise BadResponseError(
+            f"The re-factor API's answer is larger than REFACTOR_MAX_RESPONSE_BYTES ({limit:,} bytes); it was not "
+            "read, to keep the server's memory safe. Raise the limit if such outputs are expected.",
+            http_status=response.status_code,
+        )
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter, so many clients do not retry in step."""
@@ -226,9 +260,10 @@ class RefactorClient:
             text, body = redact(text, key), redact(body, key)
         if not response.is_success:
             details = body if isinstance(body, dict) else None
-            raise error_for_status(
-                response.status_code, _api_message(body, text), runnable_id, details=details, retry_after=retry_after
-            )
+            said = _api_message(body, text)
+            if response.is_redirect:
+                said = f"Location: {redact(response.headers.get('location', 'none'), key)}. {said}".strip()
+            raise error_for_status(response.status_code, said, runnable_id, details=details, retry_after=retry_after)
         if not isinstance(body, dict):
             raise BadResponseError(
                 f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "

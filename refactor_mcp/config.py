@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest Retry-After the server waits out; a longer one is returned to the caller at once.",
     )
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest answer read from the API; a larger one is refused."
+    )
     max_connections: int = Field(
         default=100, ge=1, description="Size of the connection pool: how many runs may be in flight at once."
     )

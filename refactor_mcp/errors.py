@@ -122,6 +122,13 @@ def error_for_status(
             http_status=status,
             details=details,
         )
+    if 300 <= status < 400:
+        return UpstreamError(
+            f"The re-factor API answered with a redirect (HTTP {status}). refactor-mcp does not follow redirects, so "
+            f"the API key goes only to the configured host. If the API has moved, update REFACTOR_BASE_URL.{said}",
+            http_status=status,
+            details=details,
+        )
     if status >= 500:
         return UpstreamError(
             f"The re-factor API failed (HTTP {status}). This is on the API's side: {wait or 'try again later.'}{said}",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -250,3 +251,43 @@ async def test_a_connection_never_made_ends_as_network_error_after_retries() -> 
         with pytest.raises(NetworkError, match="after 3 attempt"):
             await client.run(RUNNABLE, {})
     assert len(sent) == 3
+
+
+async def test_an_answer_over_the_size_cap_is_refused() -> None:
+    huge = {**STATE, "result": {"id": "r", "outputs": {"blob": "x" * 5000}}}
+    for response in (httpx2.Response(200, json=huge), httpx2.Response(200, content=chunks(json.dumps(huge).encode()))):
+        async with client_for(lambda _, r=response: r, max_response_bytes=1000) as client:
+            with pytest.raises(BadResponseError, match="larger than REFACTOR_MAX_RESPONSE_BYTES"):
+                await client.run(RUNNABLE, {})
+
+
+async def chunks(data: bytes, size: int = 100, pause: float = 0.0) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        await anyio.sleep(pause)
+        yield data[start : start + size]
+
+
+async def test_an_answer_trickling_in_hits_the_deadline() -> None:
+    trickle = httpx2.Response(200, content=chunks(json.dumps(STATE).encode(), size=1, pause=0.05))
+    async with client_for(lambda _: trickle, read_timeout_seconds=0.5, timeout_grace_seconds=0) as client:
+        started = anyio.current_time()
+        with pytest.raises(RequestTimeoutError, match="No complete answer"):
+            await client.run(RUNNABLE, {})
+    assert anyio.current_time() - started < 2
+
+
+async def test_a_redirect_is_not_followed_and_says_where_it_pointed() -> None:
+    handler, sent = answers(httpx2.Response(307, headers={"Location": "http://elsewhere.test/v1/x"}))
+    async with client_for(handler) as client:
+        with pytest.raises(UpstreamError, match=r"redirect .*Location: http://elsewhere.test/v1/x"):
+            await client.run(RUNNABLE, {})
+    assert len(sent) == 1
+
+
+async def test_an_html_error_page_is_reduced_to_its_title() -> None:
+    page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+    handler, _ = answers(httpx2.Response(502, text=page, headers={"content-type": "text/html"}))
+    async with client_for(handler, max_retries=0) as client:
+        with pytest.raises(UpstreamError) as caught:
+            await client.run(RUNNABLE, {})
+    assert caught.value.message.endswith("The API said: 502 Bad Gateway")
