@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import itertools
 import json
 import re
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http import HTTPStatus
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 # The bearer token the emulator accepts unless `create_app`/`serve` is given another one.
 DEFAULT_API_KEY = "emulator-key"
@@ -50,7 +53,7 @@ SAMPLE_RUNNABLES: dict[str, str] = {
     FAIL_ID: "fail: the run fails on purpose (status failed, with an error)",
     SLEEP_ID: "sleep: waits metadata.seconds of the first inline resource (default 1, at most 120), honours timeouts",
     RUNNING_ID: "running: answers a run still in progress (status running, no result yet)",
-    FAULT_ID: "fault: answers HTTP errors or malformed bodies as its first inline resource's metadata asks",
+    FAULT_ID: "fault: answers HTTP errors, bad, slow, cut or huge bodies as its first inline resource's metadata asks",
 }
 
 # The longest SLEEP run, in seconds, so a typo cannot hold a request for hours.
@@ -65,7 +68,39 @@ _TOP_LEVEL_FIELDS = frozenset({"resources", "timeout_seconds", "telemetry_strate
 _ITEM_FIELDS = frozenset({"name", "resource"})
 _CREATE_FIELDS = frozenset({"name", "directory_path", "content", "uri", "tags", "metadata"})
 _TELEMETRY_STRATEGIES = ("disable", "default", "force")
-_FAULT_MODES = ("not_json", "not_runstate", "echo_key")
+
+# FAULT's modes: the ways an upstream, or a proxy before it, misbehaves that a client must survive. Each applies to
+# every request (only a `status` fault is counted); its parameters sit in the same metadata, seconds capped at
+# MAX_SLEEP_SECONDS. "Like ECHO" means ECHO's complete RunState.
+#   not_json            200 text/html, a page instead of JSON
+#   not_runstate        200 JSON that is not a RunState
+#   echo_key            400 quoting the Authorization header received, a leak the client must not pass on
+#   stall               nothing at all, not even a status line, for `seconds` (default 30), then like ECHO
+#   trickle             200 like ECHO, one byte every `interval` seconds (default 1)
+#   reset               200 with ECHO's Content-Length, about half the body, then a dropped connection
+#   truncated           200 application/json, a well-framed response whose JSON stops halfway
+#   html_502            502 text/html, nginx's Bad Gateway page
+#   huge                200 like ECHO but for outputs, which are {"blob": "xxx..."} of `bytes` bytes (default 80 MiB)
+#   wrong_content_type  200 like ECHO, labelled text/plain; charset=utf-8
+#   redirect            307 to `location` (required), with an empty body
+_FAULT_MODES = (
+    "not_json",
+    "not_runstate",
+    "echo_key",
+    "stall",
+    "trickle",
+    "reset",
+    "truncated",
+    "html_502",
+    "huge",
+    "wrong_content_type",
+    "redirect",
+)
+_GATEWAY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
+_MIB = 1024 * 1024
 
 
 class _ApiError(Exception):
@@ -125,6 +160,7 @@ class _Fault:
     retry_after: float | None
     body: str | None
     mode: str | None
+    metadata: dict[str, Any]  # where a mode finds its parameters
 
 
 def create_app(api_key: str = DEFAULT_API_KEY) -> Starlette:
@@ -159,6 +195,9 @@ async def serve(
     )
     server = _Server(config)
     with socket.create_server((str(address), port), family=family) as sock:
+        # Accepted connections inherit this; without it (asyncio does not set it on a socket created with
+        # protocol 0) every answer on a kept-alive connection waits ~40 ms for Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         shown_host = f"[{address}]" if address.version == 6 else str(address)
         base_url = f"http://{shown_host}:{sock.getsockname()[1]}"
         async with anyio.create_task_group() as tg:
@@ -269,7 +308,7 @@ class _Emulator:
         run = parsed
 
         if runnable_id == FAULT_ID:
-            fault_response = self._fault(request, run)
+            fault_response = await self._fault(request, entry, run, created_at)
             if fault_response is not None:
                 return fault_response
         if runnable_id == WORD_COUNT_ID:
@@ -283,18 +322,15 @@ class _Emulator:
             return JSONResponse(_run_state(run, runnable_id, created_at, "running", None))
         return JSONResponse(_run_state(run, runnable_id, created_at, "completed", _echo_outputs(run)))
 
-    def _fault(self, request: Request, run: _RunRequest) -> Response | None:
-        """The FAULT answer this request asked for, or None to answer like ECHO (no fault, or its count is spent)."""
+    async def _fault(
+        self, request: Request, entry: dict[str, Any], run: _RunRequest, created_at: str
+    ) -> Response | None:
+        """The FAULT answer this request asked for, or None to answer like ECHO (no fault, count spent, stall over)."""
         fault = _parse_fault(run)
         if fault is None:
             return None
-        if fault.mode == "not_json":
-            return HTMLResponse("<html>gateway page</html>")
-        if fault.mode == "not_runstate":
-            return JSONResponse({"hello": "world"})
-        if fault.mode == "echo_key":
-            received = request.headers.get("authorization", "")
-            return _error(400, "bad_request", f'Rejected the request sent with Authorization: "{received}".')
+        if fault.mode is not None:
+            return await _fault_mode(fault.mode, fault.metadata, request, entry, run, created_at)
         assert fault.status is not None  # _parse_fault requires a status when there is no mode
         count = self.fault_counts.get(fault.key, 0) + 1
         self.fault_counts[fault.key] = count
@@ -480,7 +516,90 @@ def _parse_fault(run: _RunRequest) -> _Fault | None:
         raise _ApiError(422, "invalid_input", "FAULT metadata.retry_after must be a number of seconds, 0 or more")
     if body is not None and not isinstance(body, str):
         raise _ApiError(422, "invalid_input", "FAULT metadata.body must be a string")
-    return _Fault(key, status, times, None if retry_after is None else float(retry_after), body, mode)
+    return _Fault(key, status, times, None if retry_after is None else float(retry_after), body, mode, spec)
+
+
+async def _fault_mode(
+    mode: str, metadata: dict[str, Any], request: Request, entry: dict[str, Any], run: _RunRequest, created_at: str
+) -> Response | None:
+    """The answer of a FAULT mode (see _FAULT_MODES), or None once a stall is over, to answer like ECHO."""
+    if mode == "not_json":
+        return HTMLResponse("<html>gateway page</html>")
+    if mode == "not_runstate":
+        return JSONResponse({"hello": "world"})
+    if mode == "echo_key":
+        received = request.headers.get("authorization", "")
+        return _error(400, "bad_request", f'Rejected the request sent with Authorization: "{received}".')
+    if mode == "html_502":
+        return HTMLResponse(_GATEWAY_PAGE, 502)
+    if mode == "redirect":
+        return Response(status_code=307, headers={"Location": _location(metadata)})
+    if mode == "stall":
+        stall = partial(anyio.sleep, _seconds(metadata, "seconds", 30.0, "FAULT"))
+        if await _unless_disconnected(request.receive, entry, stall):
+            return Response(status_code=_CLIENT_CLOSED)
+        return None
+    if mode == "huge":
+        return _huge(metadata, entry, run, created_at)
+    echo = _json_bytes(_run_state(run, FAULT_ID, created_at, "completed", _echo_outputs(run)))
+    if mode == "trickle":
+        interval = _seconds(metadata, "interval", 1.0, "FAULT")
+        return _Stream(entry, (echo[index : index + 1] for index in range(len(echo))), len(echo), pause=interval)
+    if mode == "reset":
+        return _Stream(entry, [echo[: len(echo) // 2]], len(echo), complete=False)
+    if mode == "truncated":
+        return Response(echo[: len(echo) // 2], media_type="application/json")
+    assert mode == "wrong_content_type", mode  # _parse_fault allows only the modes of _FAULT_MODES
+    return Response(echo, media_type="text/plain")
+
+
+def _location(metadata: dict[str, Any]) -> str:
+    """REDIRECT's target; it goes into a header, so it must be printable ASCII (no CR or LF to split it)."""
+    location = metadata.get("location")
+    if not (isinstance(location, str) and location and location.isascii() and location.isprintable()):
+        raise _ApiError(422, "invalid_input", "FAULT mode redirect needs metadata.location, a URL in printable ASCII")
+    return location
+
+
+def _huge(metadata: dict[str, Any], entry: dict[str, Any], run: _RunRequest, created_at: str) -> _Stream:
+    """HUGE: a RunState around a `bytes`-long blob, sent from one reused 1 MiB filler so it is never held whole."""
+    size = metadata.get("bytes", 80 * _MIB)
+    if not (_is_int(size) and size >= 0):
+        raise _ApiError(422, "invalid_input", "FAULT metadata.bytes must be a whole number, 0 or more")
+    marker = uuid.uuid4().hex
+    blob = _json_bytes(_run_state(run, FAULT_ID, created_at, "completed", {"blob": marker}))
+    prefix, _, suffix = blob.partition(marker.encode())
+    full, rest = divmod(size, _MIB)
+    filler = b"x" * _MIB
+    pieces = itertools.chain([prefix], itertools.repeat(filler, full), [filler[:rest] + suffix])
+    return _Stream(entry, pieces, len(prefix) + size + len(suffix))
+
+
+class _Stream(Response):
+    """A 200 JSON answer of `length` bytes (its Content-Length), sent in `pieces`, each after `pause` seconds.
+
+    Sent by hand rather than by StreamingResponse, so that a client that leaves is written to the log, and so that
+    RESET can stop mid-body (`complete=False`): uvicorn then drops the connection, logging an incomplete response.
+    """
+
+    def __init__(
+        self, entry: dict[str, Any], pieces: Iterable[bytes], length: int, pause: float = 0.0, complete: bool = True
+    ) -> None:
+        super().__init__(headers={"Content-Length": str(length)}, media_type="application/json")
+        self.entry, self.pieces, self.pause, self.complete = entry, pieces, pause, complete
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+        async def send_pieces() -> None:
+            for piece in self.pieces:
+                await anyio.sleep(self.pause)
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+
+        # The closing message goes after the watch: once a response is complete, uvicorn answers receive() with
+        # http.disconnect, which the watch would log as the client leaving.
+        if not await _unless_disconnected(receive, self.entry, send_pieces) and self.complete:
+            await send({"type": "http.response.body", "body": b""})
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -545,10 +664,7 @@ async def _sleep(request: Request, entry: dict[str, Any], run: _RunRequest, crea
     delay = _requested_delay(run)
     limit = run.timeout_seconds
     timeout = limit if limit is not None and 1 <= limit < delay else None
-    disconnected_at = await _sleep_unless_disconnected(request, delay if timeout is None else timeout)
-    if disconnected_at is not None:
-        entry["disconnected"] = True
-        entry["disconnected_at"] = disconnected_at
+    if await _unless_disconnected(request.receive, entry, partial(anyio.sleep, delay if timeout is None else timeout)):
         return Response(status_code=_CLIENT_CLOSED)
     if timeout is not None:
         error = {"message": f"The run did not finish within its timeout of {timeout} seconds.", "code": "timeout"}
@@ -559,33 +675,42 @@ async def _sleep(request: Request, entry: dict[str, Any], run: _RunRequest, crea
 def _requested_delay(run: _RunRequest) -> float:
     for resource in run.resources:
         if resource.id is None and resource.metadata is not None and "seconds" in resource.metadata:
-            seconds = resource.metadata["seconds"]
-            if not (_is_number(seconds) and seconds >= 0):
-                raise _ApiError(422, "invalid_input", "SLEEP metadata.seconds must be a number of seconds, 0 or more")
-            return min(float(seconds), MAX_SLEEP_SECONDS)
+            return _seconds(resource.metadata, "seconds", 1.0, "SLEEP")
     return 1.0
 
 
-async def _sleep_unless_disconnected(request: Request, seconds: float) -> float | None:
-    """Sleep, unless the client disconnects first: then return the monotonic time it did (else None).
+def _seconds(metadata: dict[str, Any], field: str, default: float, runnable: str) -> float:
+    """A delay from metadata, capped at MAX_SLEEP_SECONDS so a typo cannot hold a request for hours."""
+    seconds = metadata.get(field, default)
+    if not (_is_number(seconds) and seconds >= 0):
+        raise _ApiError(422, "invalid_input", f"{runnable} metadata.{field} must be a number of seconds, 0 or more")
+    return min(float(seconds), MAX_SLEEP_SECONDS)
+
+
+async def _unless_disconnected(receive: Receive, entry: dict[str, Any], work: Callable[[], Awaitable[None]]) -> bool:
+    """Do `work`, unless the client disconnects first: then log when it did (monotonic time) and return True.
 
     The body is already read, so the next ASGI message can only be `http.disconnect`: racing it against
-    the sleep notices a departure at once, without polling.
+    the work notices a departure at once, without polling.
     """
     disconnected_at: float | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
             nonlocal disconnected_at
-            while (await request.receive())["type"] != "http.disconnect":
+            while (await receive())["type"] != "http.disconnect":
                 pass
             disconnected_at = time.monotonic()
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        await anyio.sleep(seconds)
+        await work()
         tg.cancel_scope.cancel()
-    return disconnected_at
+    if disconnected_at is None:
+        return False
+    entry["disconnected"] = True
+    entry["disconnected_at"] = disconnected_at
+    return True
 
 
 def _run_state(
@@ -649,6 +774,11 @@ def _run_state(
         "result": result,
     }
     return state
+
+
+def _json_bytes(state: dict[str, Any]) -> bytes:
+    """A RunState's JSON exactly as JSONResponse sends it, for the answers FAULT cuts or sends piece by piece."""
+    return bytes(JSONResponse(state).body)
 
 
 def _timestamp() -> str:

@@ -1,17 +1,21 @@
-"""The emulator's rules over ASGI (fast), and one run over real loopback HTTP for client disconnects."""
+"""The emulator's rules over ASGI (fast), and over real loopback HTTP what only a socket shows: clients that leave,
+answers that stall, trickle or break off mid-body."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
+from starlette.types import Message
 
 from refactor_mcp.emulator import (
     DEFAULT_API_KEY,
@@ -28,6 +32,7 @@ from refactor_mcp.emulator import (
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 SYNC = {"mode": "sync"}
+MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -55,9 +60,47 @@ async def run(client: httpx2.AsyncClient, runnable_id: str, body: Any = None, **
     return await client.post(f"/v1/runnable/{runnable_id}/runs", json={} if body is None else body, **kwargs)
 
 
+def stream(client: httpx2.AsyncClient, runnable_id: str, body: Any) -> AbstractAsyncContextManager[httpx2.Response]:
+    """A run whose response is open once its headers are in, with the body still to read."""
+    return client.stream("POST", f"/v1/runnable/{runnable_id}/runs", json=body, headers=AUTH, params=SYNC)
+
+
+def fault(mode: str, **metadata: Any) -> dict[str, Any]:
+    return {"resources": [inline("f", uri="s:x", metadata={"mode": mode, **metadata})]}
+
+
 async def log_of(client: httpx2.AsyncClient) -> list[dict[str, Any]]:
     log: list[dict[str, Any]] = (await client.get("/_emulator/requests")).json()
     return log
+
+
+async def logged_once(client: httpx2.AsyncClient, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The only log entry, once `done` holds for it: a departure is noted a moment after the client leaves."""
+    with anyio.fail_after(5):
+        while True:
+            log = await log_of(client)
+            if log and done(log[0]):
+                [entry] = log
+                return entry
+            await anyio.sleep(0.05)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[str]:
+    """The base URL of an emulator served over real loopback HTTP."""
+    urls: list[str] = []
+    ready = anyio.Event()
+
+    def on_ready(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve(port=0, on_ready=on_ready))
+        with anyio.fail_after(5):
+            await ready.wait()
+        yield urls[0]
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": DEFAULT_API_KEY}])
@@ -210,18 +253,120 @@ async def test_fault_answers_its_status_the_given_number_of_times(client: httpx2
     assert (response.status_code, response.text) == (502, "bad gateway")
 
 
+GATEWAY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
+
+
 @pytest.mark.parametrize(
-    ("mode", "status", "expected"),
+    ("mode", "status", "content_type", "expected"),
     [
-        ("not_json", 200, "<html>gateway page</html>"),
-        ("not_runstate", 200, '{"hello":"world"}'),
-        ("echo_key", 400, f"Bearer {DEFAULT_API_KEY}"),
+        ("not_json", 200, "text/html; charset=utf-8", "<html>gateway page</html>"),
+        ("not_runstate", 200, "application/json", '{"hello":"world"}'),
+        ("echo_key", 400, "application/json", f"Bearer {DEFAULT_API_KEY}"),
+        ("html_502", 502, "text/html; charset=utf-8", GATEWAY_PAGE),
     ],
 )
-async def test_fault_modes(client: httpx2.AsyncClient, mode: str, status: int, expected: str) -> None:
-    response = await run(client, FAULT_ID, {"resources": [inline("f", uri="s:x", metadata={"mode": mode})]})
-    assert response.status_code == status
-    assert expected in response.text
+async def test_fault_modes(
+    client: httpx2.AsyncClient, mode: str, status: int, content_type: str, expected: str
+) -> None:
+    for _ in range(2):  # modes are not counted: every request gets the fault
+        response = await run(client, FAULT_ID, fault(mode))
+        assert (response.status_code, response.headers["content-type"]) == (status, content_type)
+        assert expected in response.text
+    assert [entry["status"] for entry in await log_of(client)] == [status, status]
+
+
+@pytest.mark.parametrize(
+    ("mode", "metadata", "message"),
+    [
+        ("stall", {"seconds": -1}, "FAULT metadata.seconds must be a number of seconds, 0 or more"),
+        ("trickle", {"interval": "1"}, "FAULT metadata.interval must be a number of seconds, 0 or more"),
+        ("huge", {"bytes": 1.5}, "FAULT metadata.bytes must be a whole number, 0 or more"),
+        ("redirect", {}, "FAULT mode redirect needs metadata.location"),
+        ("redirect", {"location": "https://x/\r\nSet-Cookie: a=b"}, "FAULT mode redirect needs metadata.location"),
+        ("teapot", {}, "FAULT metadata.mode must be one of"),
+    ],
+)
+async def test_fault_mode_parameters_are_checked(
+    client: httpx2.AsyncClient, mode: str, metadata: dict[str, Any], message: str
+) -> None:
+    response = await run(client, FAULT_ID, fault(mode, **metadata))
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_input")
+    assert message in response.json()["error"]["message"]
+
+
+async def test_fault_stall_waits_then_answers_like_echo(client: httpx2.AsyncClient) -> None:
+    started = time.monotonic()
+    state = (await run(client, FAULT_ID, fault("stall", seconds=0.3))).json()
+    assert time.monotonic() - started >= 0.29
+    assert (state["status"], state["runnable_id"]) == ("completed", FAULT_ID)
+    assert state["result"]["outputs"]["resources"][0]["metadata"] == {"mode": "stall", "seconds": 0.3}
+
+
+@pytest.mark.parametrize(
+    ("mode", "metadata", "content_type"),
+    [("trickle", {"interval": 0}, "application/json"), ("wrong_content_type", {}, "text/plain; charset=utf-8")],
+)
+async def test_fault_modes_that_send_echos_run_state(
+    client: httpx2.AsyncClient, mode: str, metadata: dict[str, Any], content_type: str
+) -> None:
+    response = await run(client, FAULT_ID, fault(mode, **metadata))
+    assert (response.status_code, response.headers["content-type"]) == (200, content_type)
+    assert int(response.headers["content-length"]) == len(response.content)
+    state = json.loads(response.content)
+    assert (state["status"], state["runnable_id"]) == ("completed", FAULT_ID)
+    assert state["result"]["outputs"]["resources"][0]["metadata"]["mode"] == mode
+    [entry] = await log_of(client)
+    assert (entry["status"], entry["disconnected"]) == (200, False)
+
+
+async def test_fault_truncated_is_a_whole_response_with_half_a_run_state(client: httpx2.AsyncClient) -> None:
+    response = await run(client, FAULT_ID, fault("truncated"))
+    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert int(response.headers["content-length"]) == len(response.content)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.content)
+    whole = await run(client, ECHO_ID, fault("truncated"))  # ECHO's answer to the same body has the same length
+    assert len(response.content) == len(whole.content) // 2
+    assert response.text.startswith('{"id":"')
+
+
+async def test_fault_huge_sends_its_blob_a_mib_at_a_time() -> None:
+    size = 2 * MIB + 5
+    inbox, requests = anyio.create_memory_object_stream[dict[str, Any]](1)
+    inbox.send_nowait({"type": "http.request", "body": json.dumps(fault("huge", bytes=size)).encode()})
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/v1/runnable/{FAULT_ID}/runs",
+        "query_string": b"mode=sync",
+        "headers": [(b"authorization", AUTH["Authorization"].encode()), (b"content-type", b"application/json")],
+    }
+    with inbox, requests:
+        await create_app()(scope, requests.receive, send)  # raw ASGI, to see each message the app sends
+    start, *pieces, end = sent
+    assert (start["status"], end) == (200, {"type": "http.response.body", "body": b""})
+    assert [len(piece["body"]) for piece in pieces[1:-1]] == [MIB, MIB], "the blob goes out 1 MiB at a time"
+    body = b"".join(piece["body"] for piece in pieces)
+    assert dict(start["headers"])[b"content-length"] == str(len(body)).encode()
+    state = json.loads(body)
+    assert state["result"]["outputs"] == {"blob": "x" * size}
+    assert (state["status"], state["runnable_id"]) == ("completed", FAULT_ID)
+
+
+async def test_fault_redirect_answers_307_and_is_logged(client: httpx2.AsyncClient) -> None:
+    response = await run(client, FAULT_ID, fault("redirect", location="https://elsewhere.example/v1/runs"))
+    assert (response.status_code, response.headers["location"]) == (307, "https://elsewhere.example/v1/runs")
+    assert response.content == b""
+    [entry] = await log_of(client)
+    assert (entry["status"], entry["body"]["resources"][0]["resource"]["metadata"]["mode"]) == (307, "redirect")
 
 
 async def test_log_keeps_a_summary_of_contents_and_clears(client: httpx2.AsyncClient) -> None:
@@ -247,31 +392,51 @@ async def test_serve_refuses_non_loopback_hosts(host: str) -> None:
         await serve(host=host)
 
 
-async def test_serve_over_loopback_records_a_client_that_leaves_mid_sleep() -> None:
-    urls: list[str] = []
-    ready = anyio.Event()
+async def test_serve_over_loopback_records_a_client_that_leaves_mid_sleep(served: str) -> None:
+    assert served.startswith("http://127.0.0.1:")
+    assert not served.endswith("/")
+    async with httpx2.AsyncClient(base_url=served) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        with anyio.move_on_after(0.3) as aborted:
+            await run(http, SLEEP_ID, {"resources": [inline("s", uri="s:x", metadata={"seconds": 10})]})
+        assert aborted.cancelled_caught
+        entry = await logged_once(http, lambda entry: entry["disconnected"])
+    assert entry["status"] == 499
+    assert 0 <= time.monotonic() - entry["disconnected_at"] < 5
 
-    def on_ready(url: str) -> None:
-        urls.append(url)
-        ready.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: serve(port=0, on_ready=on_ready))
-        with anyio.fail_after(5):
-            await ready.wait()
-        assert urls[0].startswith("http://127.0.0.1:")
-        assert not urls[0].endswith("/")
-        async with httpx2.AsyncClient(base_url=urls[0]) as http:
-            assert (await http.get("/healthz")).json() == {"status": "ok"}
-            with anyio.move_on_after(0.3) as aborted:
-                await run(http, SLEEP_ID, {"resources": [inline("s", uri="s:x", metadata={"seconds": 10})]})
-            assert aborted.cancelled_caught
-            with anyio.fail_after(5):
-                while True:
-                    log = await log_of(http)
-                    if log and log[0]["disconnected"]:
-                        break
-                    await anyio.sleep(0.05)
-        assert log[0]["status"] == 499
-        assert 0 <= time.monotonic() - log[0]["disconnected_at"] < 5
-        tg.cancel_scope.cancel()
+async def test_fault_stall_sends_not_even_a_status_line(served: str) -> None:
+    async with httpx2.AsyncClient(base_url=served, timeout=httpx2.Timeout(5, read=0.3)) as http:
+        with pytest.raises(httpx2.ReadTimeout):
+            async with stream(http, FAULT_ID, fault("stall", seconds=10)):
+                pass
+        entry = await logged_once(http, lambda entry: entry["disconnected"])
+    assert entry["status"] == 499, "logged as SLEEP logs a client that leaves"
+
+
+async def test_fault_trickle_sends_a_byte_per_interval_and_logs_a_client_that_leaves(served: str) -> None:
+    async with httpx2.AsyncClient(base_url=served) as http:
+        async with stream(http, FAULT_ID, fault("trickle", interval=0.05)) as response:
+            started = time.monotonic()
+            assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+            received = b""
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) >= 4:
+                    break
+            assert time.monotonic() - started >= 0.15, "four bytes take four intervals"
+            assert received.startswith(b'{"id')
+            assert int(response.headers["content-length"]) > 500, "the length of the whole RunState is announced"
+        entry = await logged_once(http, lambda entry: entry["disconnected"])
+    assert entry["status"] == 200
+
+
+async def test_fault_reset_drops_the_connection_mid_body(served: str) -> None:
+    async with httpx2.AsyncClient(base_url=served) as http:
+        async with stream(http, FAULT_ID, fault("reset")) as response:
+            assert response.status_code == 200
+            with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
+                await response.aread()
+            assert response.num_bytes_downloaded == int(response.headers["content-length"]) // 2
+        [entry] = await log_of(http)
+    assert (entry["status"], entry["disconnected"]) == (200, False)
