@@ -91,6 +91,13 @@ class RunBody:
         value = self.document.get("timeout_seconds")
         return value if isinstance(value, int) else None
 
+    @property
+    def content(self) -> bytes | RunBody:
+        """What to hand httpx2: plain bytes when no file is streamed (its cheapest path), else this body."""
+        if self._files:
+            return self
+        return b"".join(part for part in self._parts if isinstance(part, bytes))
+
     def __len__(self) -> int:
         return sum(part.encoded_length if isinstance(part, LocalFile) else len(part) for part in self._parts)
 

@@ -10,7 +10,6 @@ a bad entry stops start-up with a message naming it.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +80,8 @@ class RunnablesFile(BaseModel):
 
 def load(path: Path) -> RunnablesFile:
     """Read and check the file; raises RunnablesFileError naming the entry and the problem."""
+    import tomllib  # here, not at start-up: most servers have no runnables file
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -147,10 +148,8 @@ def named_tool(name: str, entry: Entry) -> RunnableTool:
     return RunnableTool(tool=tool, arguments=arguments, to_run=to_run)
 
 
-def tools_for(path: Path | None) -> list[RunnableTool]:
-    """Every tool this server offers: run_runnable unless the file turns it off, then the file's runnables."""
-    if path is None:
-        return [GENERIC]
+def tools_for(path: Path) -> list[RunnableTool]:
+    """Every tool a server with this file offers: run_runnable unless the file turns it off, then its runnables."""
     loaded = load(path)
     named = [named_tool(name, entry) for name, entry in loaded.runnables.items()]
     return [GENERIC, *named] if loaded.expose_generic else named

@@ -18,14 +18,21 @@ from ._version import __version__
 from .client import RefactorClient
 from .config import Settings
 from .resources import ResourceResolver
-from .runnables import tools_for
-from .tools import call_tool
+from .tools import GENERIC, RunnableTool, call_tool
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
     "Pass resources by id, or inline as a local file `path`, `text`, a `uri` or a data URI; a call waits for the "
     "run to end and returns its outputs, usage and cost."
 )
+
+
+def _tools(settings: Settings) -> list[RunnableTool]:
+    if settings.runnables_file is None:
+        return [GENERIC]
+    from .runnables import tools_for  # only with a runnables file: its models cost start-up time
+
+    return tools_for(settings.runnables_file)
 
 
 def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[RefactorClient]:
@@ -35,7 +42,7 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
     Raises RunnablesFileError when REFACTOR_RUNNABLES_FILE cannot be served.
     """
     resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
-    tools = {tool.tool.name: tool for tool in tools_for(settings.runnables_file)}
+    tools = {tool.tool.name: tool for tool in _tools(settings)}
     listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
 
     @asynccontextmanager

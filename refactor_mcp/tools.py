@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails, core_schema
 from .client import RefactorClient
 from .errors import Details, ErrorCode, InvalidInputError, RefactorError
 from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
-from .resources import ResourceResolver
+from .resources import ResourceResolver, RunBody
 
 RUN_RUNNABLE = "run_runnable"
 
@@ -210,7 +210,7 @@ def summarize(state: RunState) -> str:
         reason = f": {error.message}" + (f" (code: {error.code})" if error.code else "") if error else ""
         lines = [f"Run {state.id} ended with status {state.status}{reason}"]
     if result is not None and result.outputs:
-        lines.append("Outputs:\n" + json.dumps(result.outputs, indent=2, ensure_ascii=False))
+        lines.append("Outputs: " + json.dumps(result.outputs, ensure_ascii=False))  # compact: the C encoder
     usage = _usage_line(state)
     if usage:
         lines.append(usage)
@@ -265,16 +265,22 @@ async def call_tool(
         body = resolver.body(request)
     except RefactorError as error:
         return error_result(error, settings.max_text_chars)
+    if report_progress is None:
+        return await _run(client, runnable_id, body)
     async with anyio.create_task_group() as heartbeat:
-        if report_progress is not None:
-            interval = settings.progress_interval_seconds
-            heartbeat.start_soon(_beat, report_progress, runnable_id, request.timeout_seconds, interval)
-        try:
-            result = run_result(await client.run(runnable_id, body), settings.max_text_chars)
-        except RefactorError as error:
-            result = error_result(error, settings.max_text_chars)
+        interval = settings.progress_interval_seconds
+        heartbeat.start_soon(_beat, report_progress, runnable_id, request.timeout_seconds, interval)
+        result = await _run(client, runnable_id, body)
         heartbeat.cancel_scope.cancel()
     return result
+
+
+async def _run(client: RefactorClient, runnable_id: str, body: RunBody) -> CallToolResult:
+    limit = client.settings.max_text_chars
+    try:
+        return run_result(await client.run(runnable_id, body), limit)
+    except RefactorError as error:
+        return error_result(error, limit)
 
 
 async def _beat(
