@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 
 import anyio
+from _emulator import start_emulator
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from refactor_mcp.emulator import DEFAULT_API_KEY, SLEEP_ID
@@ -45,11 +45,7 @@ async def burst(session: ClientSession, calls: int, seconds: float) -> float:
 
 
 async def main(calls: list[int], seconds: float, rounds: int) -> None:
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert emulator.stdout is not None
-    base_url = emulator.stdout.readline().strip()
+    emulator, base_url = start_emulator()
     try:
         print(f"{seconds:g} s runs; ideal wall time {seconds:g} s. Medians of {rounds} rounds.")
         print(f"{'pool':>6} {'calls':>6} {'wall s':>8} {'vs ideal':>9}")

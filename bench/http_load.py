@@ -19,6 +19,7 @@ import time
 
 import anyio
 import httpx2
+from _emulator import start_emulator
 
 from refactor_mcp.emulator import DEFAULT_API_KEY, ECHO_ID
 
@@ -89,11 +90,7 @@ async def load(url: str, calls: int, concurrency: int) -> tuple[list[float], flo
 
 
 async def main(calls: int, concurrency: int) -> None:
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert emulator.stdout is not None
-    base_url = emulator.stdout.readline().strip()
+    emulator, base_url = start_emulator()
     try:
         print(f"{calls} calls, {concurrency} concurrent senders, zero-delay runnable; {os.cpu_count()} CPUs")
         print(f"{'workers':>7} {'p50 ms':>8} {'p99 ms':>8} {'calls/s':>9}")

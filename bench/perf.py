@@ -34,6 +34,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from _emulator import start_emulator
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -329,11 +330,7 @@ async def main(options: argparse.Namespace) -> None:
             'bench/.venv-fastmcp/bin/python -m pip install "fastmcp>=4,<5"'
         )
     print(machine(options.fastmcp_python))
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert emulator.stdout is not None
-    base_url = emulator.stdout.readline().strip()
+    emulator, base_url = start_emulator()
     log = Path(tempfile.mkdtemp(prefix="refactor-perf-")) / "servers.log"
     print(f"Emulator at {base_url}; servers' stderr in {log}")
     systems = Systems(base_url, options.fastmcp_python, log)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import anyio
 import httpx2
+from _emulator import start_emulator
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from refactor_mcp.emulator import DEFAULT_API_KEY, ECHO_ID
@@ -100,11 +101,7 @@ def bare_post(url: str, body: bytes) -> float:
 
 
 async def main(sizes: list[int], rounds: int) -> None:
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert emulator.stdout is not None
-    base_url = emulator.stdout.readline().strip()
+    emulator, base_url = start_emulator()
     url = f"{base_url}/v1/runnable/{ECHO_ID}/runs?mode=sync"
     workdir = Path(tempfile.mkdtemp(prefix="refactor-bench-"))
     env = {"REFACTOR_API_KEY": DEFAULT_API_KEY, "REFACTOR_BASE_URL": base_url, "REFACTOR_ALLOWED_DIRS": str(workdir)}
