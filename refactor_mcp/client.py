@@ -279,33 +279,35 @@ class RefactorClient:
     def _state_from(
         response: httpx2.Response, runnable_id: str, key: str, *, retry_after: float | None = None
     ) -> RunState:
-        text = response.text
         try:
             body = json.loads(response.content) if response.content else None
         except ValueError:
             body = None
-        if key in text:  # the API echoed the key: scrub it from everything that may reach a user
-            text, body = redact(text, key), redact(body, key)
+        # The API may echo the key: scrub it from all that may reach a user. Without a backslash the JSON has no
+        # escapes, so a byte search is exact and the walk through the body can be skipped.
+        if key.encode() in response.content or b"\\" in response.content:
+            body = redact(body, key)
+        if response.is_success and isinstance(body, dict):
+            try:
+                return RunState.from_received(body)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+                raise BadResponseError(
+                    f"The re-factor API answered with JSON that is not a RunState ({problems}). The body is kept in "
+                    "error.details.",
+                    http_status=response.status_code,
+                    details=body,
+                ) from None
+        text = redact(response.text, key)
         if not response.is_success:
             details = body if isinstance(body, dict) else None
             said = _api_message(body, text)
             if response.is_redirect:
                 said = f"Location: {redact(response.headers.get('location', 'none'), key)}. {said}".strip()
             raise error_for_status(response.status_code, said, runnable_id, details=details, retry_after=retry_after)
-        if not isinstance(body, dict):
-            raise BadResponseError(
-                f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "
-                f"(content-type {response.headers.get('content-type', 'none')!r}): {text[:200]!r}. Check that "
-                "REFACTOR_BASE_URL points at the re-factor API and not at a proxy or login page.",
-                http_status=response.status_code,
-            )
-        try:
-            return RunState.from_received(body)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-            raise BadResponseError(
-                f"The re-factor API answered with JSON that is not a RunState ({problems}). The body is kept in "
-                "error.details.",
-                http_status=response.status_code,
-                details=body,
-            ) from None
+        raise BadResponseError(
+            f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "
+            f"(content-type {response.headers.get('content-type', 'none')!r}): {text[:200]!r}. Check that "
+            "REFACTOR_BASE_URL points at the re-factor API and not at a proxy or login page.",
+            http_status=response.status_code,
+        )

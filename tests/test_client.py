@@ -291,3 +291,12 @@ async def test_an_html_error_page_is_reduced_to_its_title() -> None:
         with pytest.raises(UpstreamError) as caught:
             await client.run(RUNNABLE, {})
     assert caught.value.message.endswith("The API said: 502 Bad Gateway")
+
+
+async def test_the_key_is_scrubbed_even_when_the_api_escapes_it_in_json() -> None:
+    escaped = json.dumps({**STATE, "result": {"id": "r", "outputs": {"echo": KEY}}}).replace("-", "\\u002d")
+    response = httpx2.Response(200, content=escaped.encode(), headers={"content-type": "application/json"})
+    async with client_for(lambda _: response) as client:
+        state = await client.run(RUNNABLE, {})
+    assert KEY.encode() not in escaped.encode(), "the key is not there byte for byte"
+    assert state.received()["result"]["outputs"]["echo"] == "[REDACTED]"
