@@ -1,4 +1,4 @@
-"""Shared fixtures: the emulator as a real loopback HTTP server, and the real server over stdio.
+"""Shared fixtures: the emulator as a real loopback HTTP server, and the real server over stdio and over HTTP.
 
 Every tool call of the end-to-end tests goes through `call`, which checks the two promises every result
 must keep: structuredContent matches the tool's advertised outputSchema, and the API key is nowhere in it.
@@ -7,17 +7,20 @@ must keep: structuredContent matches the tool's advertised outputSchema, and the
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol, TextIO
 
 import httpx2
 import jsonschema
 import pytest
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ListToolsResult
 
 from refactor_mcp import emulator
@@ -151,3 +154,66 @@ ECHO, WORD_COUNT, FAIL, SLEEP, RUNNING, FAULT = (
     emulator.RUNNING_ID,
     emulator.FAULT_ID,
 )
+
+
+# -- the server over streamable HTTP ------------------------------------------------------------------------------
+
+TOKEN = "inbound-token-4c6f1b2e"
+"""The inbound bearer token the HTTP server is started with (REFACTOR_MCP_HTTP_TOKEN)."""
+
+
+class HttpServer:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.mcp = f"{url}/mcp"
+
+
+@contextmanager
+def http_server(api: Emulator, *flags: str, **env: str) -> Iterator[HttpServer]:
+    """`refactor-mcp serve --transport http` on a free loopback port, ready when /healthz answers."""
+    port = closed_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--port", str(port), *flags],
+        env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the HTTP server did not start"
+                time.sleep(0.1)
+        yield HttpServer(process, url)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@asynccontextmanager
+async def connect_http(
+    url: str, era: str = "legacy", token: str | None = TOKEN, statuses: list[int] | None = None
+) -> AsyncIterator[Session]:
+    """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def record(response: httpx2.Response) -> None:
+        if statuses is not None:
+            statuses.append(response.status_code)
+
+    hooks = {"response": [record]}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60), event_hooks=hooks) as http:
+        transport = streamable_http_client(url, http_client=http)
+        if era == "legacy":
+            async with transport as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
+        else:
+            async with Client(transport, mode="auto") as client:
+                yield client

@@ -7,34 +7,29 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from mcp import Client, ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from .conftest import (
     API_KEY,
     ECHO,
     SLEEP,
+    TOKEN,
     WORD_COUNT,
     Emulator,
-    Session,
     call,
-    closed_port,
+    connect_http,
     env_for,
     error_of,
+    http_server,
     inline,
 )
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = "inbound-token-4c6f1b2e"
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -42,63 +37,6 @@ INITIALIZE = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
 }
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-class HttpServer:
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
-        self.process = process
-        self.url = url
-        self.mcp = f"{url}/mcp"
-
-
-@contextmanager
-def http_server(api: Emulator, *flags: str, **env: str) -> Iterator[HttpServer]:
-    """`refactor-mcp serve --transport http` on a free loopback port, ready when /healthz answers."""
-    port = closed_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--port", str(port), *flags],
-        env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, **env},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "the HTTP server did not start"
-                time.sleep(0.1)
-        yield HttpServer(process, url)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-@asynccontextmanager
-async def connect_http(
-    url: str, era: str = "legacy", token: str | None = TOKEN, statuses: list[int] | None = None
-) -> AsyncIterator[Session]:
-    """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def record(response: httpx2.Response) -> None:
-        if statuses is not None:
-            statuses.append(response.status_code)
-
-    hooks = {"response": [record]}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60), event_hooks=hooks) as http:
-        transport = streamable_http_client(url, http_client=http)
-        if era == "legacy":
-            async with transport as (read, write), ClientSession(read, write) as session:
-                await session.initialize()
-                yield session
-        else:
-            async with Client(transport, mode="auto") as client:
-                yield client
 
 
 @pytest.mark.parametrize("mode", [[], ["--stateless", "--json-response"]])

@@ -15,8 +15,7 @@ import pytest
 from refactor_mcp import Settings
 from refactor_mcp.runnables import tools_for
 
-from .conftest import API_KEY, ECHO, Emulator
-from .test_http_e2e import TOKEN, http_server
+from .conftest import API_KEY, ECHO, TOKEN, Emulator, http_server
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)

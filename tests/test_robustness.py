@@ -30,16 +30,18 @@ from .conftest import (
     FAIL,
     FAULT,
     SLEEP,
+    TOKEN,
     Emulator,
     call,
     closed_port,
     connect,
+    connect_http,
     env_for,
     error_of,
     fault,
+    http_server,
     inline,
 )
-from .test_http_e2e import TOKEN, connect_http, http_server
 
 pytestmark = pytest.mark.anyio
 
