@@ -1,8 +1,10 @@
 """`refactor-mcp check`: is this configuration ready to serve? Each problem comes with its fix.
 
 The key is tested the only way the API offers without side effects: a run of the nil uuid, a runnable that
-cannot exist. 404 means the key was accepted; 401/403 that it was not. The key goes to the configured base
-URL and nowhere else, and is never printed.
+cannot exist. A 404 alone proves nothing (a wrong base URL answers 404 too), so the same request is first sent
+without a key: the API refuses it with 401, while a URL that does not serve the API answers 404. Then, with
+the key, 404 means the key was accepted and 401/403 that it was not. The key goes to the configured base URL
+and nowhere else, and is never printed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from .client import RefactorClient
-from .config import Settings
+from .config import DEFAULT_BASE_URL, Settings
 from .errors import NotFoundError, RefactorError, UnauthorizedError
 from .runnables import tools_for
 
@@ -27,6 +29,8 @@ class Finding:
     ok: bool
     what: str
     fix: str = ""
+    mark: str = ""
+    """What the line starts with, when neither `ok` nor `FIX` says it."""
 
 
 def _directories(settings: Settings) -> list[Finding]:
@@ -46,40 +50,71 @@ def _directories(settings: Settings) -> list[Finding]:
 
 
 async def _api(settings: Settings) -> list[Finding]:
+    """Reachability, the base URL and the key, each reported on its own: one problem never hides another."""
+    findings = []
+    if settings.api_key is None:
+        findings.append(
+            Finding(False, "no API key", "set REFACTOR_API_KEY (in Claude Desktop: the extension's settings)")
+        )
     host = urlsplit(settings.base_url).hostname or ""
     try:
         await anyio.getaddrinfo(host, None)
     except (OSError, socket.gaierror) as exc:
-        return [Finding(False, f"cannot resolve {host} ({exc})", "check REFACTOR_BASE_URL and your network/DNS")]
-    found = [Finding(True, f"{host} resolves")]
-    if settings.api_key is None:
-        return [
-            *found,
-            Finding(False, "no API key", "set REFACTOR_API_KEY (in Claude Desktop: the extension's settings)"),
-        ]
+        return [*findings, Finding(False, f"cannot resolve {host} ({exc})", "check REFACTOR_BASE_URL and your network")]
     quick = settings.model_copy(update={"max_retries": 0, "read_timeout_seconds": 30.0})
     async with RefactorClient(quick) as client:
+        found = await _base_url(client)
+        if not found.ok or settings.api_key is None:
+            return [*findings, found]
         try:
             await client.run(NIL_RUNNABLE, {})
         except NotFoundError:
-            return [*found, Finding(True, f"connected to {settings.base_url}; the API key is accepted")]
+            return [*findings, found, Finding(True, "the API key is accepted")]
         except UnauthorizedError:
-            return [*found, Finding(False, "the API refused the key", "check REFACTOR_API_KEY for this base URL")]
+            return [*findings, found, Finding(False, "the API refused the key", "check REFACTOR_API_KEY")]
         except RefactorError as error:
-            return [*found, Finding(False, f"{error.code}: {error.message}", "check REFACTOR_BASE_URL and the network")]
-    return [*found, Finding(False, "the API ran a runnable that cannot exist", "check REFACTOR_BASE_URL")]
+            return [*findings, found, Finding(False, f"{error.code}: {error.message}", "check the network")]
+    return [*findings, found, Finding(False, "the API ran a runnable that cannot exist", "check REFACTOR_BASE_URL")]
+
+
+async def _base_url(client: RefactorClient) -> Finding:
+    """Whether the base URL serves the run operation: without a key, the API refuses it (401) rather than not
+    knowing it (404). Only then does a 404 with the key mean "no such runnable", i.e. the key was accepted."""
+    url = client.settings.base_url
+    try:
+        status = await client.unauthenticated_status(NIL_RUNNABLE)
+    except RefactorError as error:
+        return Finding(False, f"cannot reach {url}: {error.message}", "check REFACTOR_BASE_URL and the network")
+    if status in (401, 403):
+        return Finding(True, f"the re-factor API answers at {url}")
+    if status == 404:
+        return Finding(
+            False,
+            f"{url} does not serve the re-factor API: its run operation answers 404 even without a key",
+            f"set REFACTOR_BASE_URL to the API's root ({DEFAULT_BASE_URL}), without /v1 or another path",
+        )
+    return Finding(
+        False,
+        f"cannot tell whether {url} is the re-factor API: without a key its run operation answers HTTP {status}, "
+        "not 401, so the key cannot be confirmed",
+        "check REFACTOR_BASE_URL",
+    )
 
 
 def run_check(settings: Settings) -> int:
     """Print each finding; 0 when nothing needs fixing. The settings and runnables file are already valid."""
     findings = [Finding(True, f"configuration is valid (base URL {settings.base_url})")]
+    findings += [Finding(True, warning, mark="WARN") for warning in settings.warnings()]
     if settings.runnables_file is not None:
         names = ", ".join(tool.tool.name for tool in tools_for(settings.runnables_file))
         findings.append(Finding(True, f"runnables file {settings.runnables_file} is valid; tools: {names}"))
     findings += _directories(settings)
     findings += anyio.run(_api, settings)
     for finding in findings:
-        print(f"{'ok ' if finding.ok else 'FIX'}  {finding.what}" + (f"\n     -> {finding.fix}" if finding.fix else ""))
+        print(
+            f"{finding.mark or ('ok' if finding.ok else 'FIX'):4} {finding.what}"
+            + (f"\n     -> {finding.fix}" if finding.fix else "")
+        )
     problems = sum(not finding.ok for finding in findings)
     print(f"\n{problems} problem(s) to fix." if problems else "\nReady to serve.")
     return 1 if problems else 0

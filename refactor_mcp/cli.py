@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,27 +18,18 @@ from pydantic import ValidationError
 
 from ._version import __version__
 from .config import Settings
-
-
-class _RedactingFormatter(logging.Formatter):
-    """Scrubs the API key from every formatted record, whichever library logged it."""
-
-    def __init__(self, secret: str | None) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._secret = secret
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text.replace(self._secret, "[REDACTED]") if self._secret else text
+from .redaction import RedactingFormatter
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr only, at the configured level, with the API key scrubbed."""
+    """Log to stderr only, at the configured level, with the secrets scrubbed; then the configuration's warnings."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter(settings.api_key.get_secret_value() if settings.api_key else None))
+    handler.setFormatter(RedactingFormatter(settings.redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    for warning in settings.warnings():
+        logging.getLogger("refactor_mcp").warning(warning)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,8 +153,12 @@ def _serve(args: argparse.Namespace) -> int:
         gc.enable()
     if settings.transport == "http":
         serve_http(settings)
-    else:
+        return 0
+    try:
         anyio.run(serve_stdio, settings)
+    except KeyboardInterrupt:
+        print("refactor-mcp: interrupted (Ctrl-C); stopped.", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -186,6 +182,14 @@ def _emulator(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a non-loopback host
         print(f"refactor-mcp emulator: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the port is taken, or not ours to bind
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(
+            f"refactor-mcp emulator: cannot listen on {args.host} port {args.port}: {reason}. Stop what listens "
+            "there, or pass another --port (0 picks a free one).",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -35,25 +35,11 @@ from .resources import RunBody
 
 logger = logging.getLogger(__name__)
 
-REDACTED = "[REDACTED]"
 _RETRIED_STATUSES = frozenset({429, 503})
 """Answers that mean the API did not start the run, so sending the request again is safe."""
 _NOT_CONNECTED = (httpx2.ConnectError, httpx2.ConnectTimeout)
 """Failures before the request was sent: safe to retry."""
 _MAX_ECHOED_CHARS = 2000
-
-
-def redact(value: Any, secret: str | None) -> Any:
-    """Replace `secret` wherever it occurs in strings inside `value` (str, list, dict)."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, REDACTED)
-    if isinstance(value, list):
-        return [redact(item, secret) for item in value]
-    if isinstance(value, dict):
-        return {redact(key, secret): redact(item, secret) for key, item in value.items()}
-    return value
 
 
 def _api_message(body: Any, text: str) -> str:
@@ -104,6 +90,7 @@ class RefactorClient:
         self._transport = transport
         self._pool: httpx2.AsyncClient | None = None
         self._urls: dict[str, httpx2.URL] = {}
+        self._redactor = self.settings.redactor()
 
     @property
     def _http(self) -> httpx2.AsyncClient:
@@ -168,17 +155,18 @@ class RefactorClient:
                 if attempt == retries:
                     raise NetworkError(
                         f"Could not connect to the re-factor API at {self.settings.base_url} after {attempt + 1} "
-                        f"attempt(s) ({type(exc).__name__}: {redact(str(exc), key) or 'connection failed'}). Check "
+                        f"attempt(s) ({type(exc).__name__}: {self._redactor.text(str(exc)) or 'connection failed'}). "
+                        "Check "
                         "the network and REFACTOR_BASE_URL."
                     ) from None
                 delay = self._backoff(attempt)
                 reason = f"connection failed ({type(exc).__name__})"
             else:
                 if response.status_code not in _RETRIED_STATUSES or attempt == retries:
-                    return self._state_from(response, runnable_id, key)
+                    return self._state_from(response, runnable_id)
                 retry_after = _retry_after(response)
                 if retry_after is not None and retry_after > self.settings.retry_after_cap_seconds:
-                    return self._state_from(response, runnable_id, key, retry_after=retry_after)
+                    return self._state_from(response, runnable_id, retry_after=retry_after)
                 delay = self._backoff(attempt) if retry_after is None else retry_after
                 reason = f"HTTP {response.status_code}"
             logger.warning(
@@ -231,10 +219,22 @@ class RefactorClient:
         except httpx2.TransportError as exc:
             raise NetworkError(
                 f"The connection to the re-factor API at {self.settings.base_url} failed during the call "
-                f"({type(exc).__name__}: {redact(str(exc), key) or 'no detail'}). The run may have started; it was "
+                f"({type(exc).__name__}: {self._redactor.text(str(exc)) or 'no detail'}). The run may have started; "
+                "it was "
                 "not retried, so it cannot run twice."
             ) from None
         return response
+
+    async def unauthenticated_status(self, runnable_id: str) -> int:
+        """The HTTP status of a run request sent without the key (it starts nothing): the API refuses it with 401,
+        where a base URL that does not serve the API answers 404. Raises NetworkError when nothing answers."""
+        try:
+            response = await self._http.post(
+                self._run_url(runnable_id), json={}, timeout=self.settings.connect_timeout_seconds
+            )
+        except httpx2.TransportError as exc:
+            raise NetworkError(f"{type(exc).__name__}: {self._redactor.text(str(exc)) or 'no detail'}") from None
+        return response.status_code
 
     def _run_url(self, runnable_id: str) -> httpx2.URL:
         """The absolute URL of a runnable's sync runs, parsed once: URL parsing is a fifth of httpx2's cost per call."""
@@ -275,18 +275,15 @@ class RefactorClient:
         jitter = random.uniform(0.5, 1.5)  # noqa: S311 - not for security
         return float(self.settings.retry_backoff_seconds * 2**attempt * jitter)
 
-    @staticmethod
-    def _state_from(
-        response: httpx2.Response, runnable_id: str, key: str, *, retry_after: float | None = None
-    ) -> RunState:
+    def _state_from(self, response: httpx2.Response, runnable_id: str, *, retry_after: float | None = None) -> RunState:
         try:
             body = json.loads(response.content) if response.content else None
         except ValueError:
             body = None
-        # The API may echo the key: scrub it from all that may reach a user. Without a backslash the JSON has no
-        # escapes, so a byte search is exact and the walk through the body can be skipped.
-        if key.encode() in response.content or b"\\" in response.content:
-            body = redact(body, key)
+        # The API may echo the key: scrub it from all that may reach a user. The walk through the body is skipped
+        # when a byte search says it is needless (the usual case).
+        if self._redactor.found_in(response.content):
+            body = self._redactor.value(body)
         if response.is_success and isinstance(body, dict):
             try:
                 return RunState.from_received(body)
@@ -298,12 +295,12 @@ class RefactorClient:
                     http_status=response.status_code,
                     details=body,
                 ) from None
-        text = redact(response.text, key)
+        text = self._redactor.text(response.text)
         if not response.is_success:
             details = body if isinstance(body, dict) else None
             said = _api_message(body, text)
             if response.is_redirect:
-                said = f"Location: {redact(response.headers.get('location', 'none'), key)}. {said}".strip()
+                said = f"Location: {self._redactor.text(response.headers.get('location', 'none'))}. {said}".strip()
             raise error_for_status(response.status_code, said, runnable_id, details=details, retry_after=retry_after)
         raise BadResponseError(
             f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "

@@ -12,10 +12,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .redaction import Redactor, secret_problem
+
 DEFAULT_BASE_URL = "https://api.re-factor.ai"
+
+SECRETS = ("api_key", "mcp_http_token")
+"""Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside, redacted."""
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -113,12 +118,44 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP calls get to finish."
     )
 
-    @model_validator(mode="before")
+    _trimmed: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _drop_placeholders(cls, data: Any) -> Any:
+    def _clean_input(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Drop placeholders, and strip the whitespace people paste around secrets (a file's trailing newline)."""
+        trimmed, problems = [], []
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.startswith("${"))}
-        return data
+            data = {k: v for k, v in data.items() if not (isinstance(v, str) and v.startswith("${"))}
+            for name in SECRETS:
+                value = data.get(name)
+                raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+                if not isinstance(raw, str):
+                    continue
+                secret = raw.strip()
+                if secret != raw:
+                    trimmed.append(f"REFACTOR_{name.upper()}")
+                if problem := secret_problem(secret):
+                    problems.append(f"REFACTOR_{name.upper()} {problem}")
+                data[name] = secret or None
+        if problems:
+            raise ValueError("; ".join(problems))
+        settings = handler(data)
+        settings._trimmed = trimmed
+        return settings
+
+    def redactor(self) -> Redactor:
+        """What scrubs this configuration's secrets from texts that leave the process."""
+        secrets = (getattr(self, name) for name in SECRETS)
+        return Redactor(*(secret.get_secret_value() for secret in secrets if secret is not None))
+
+    def warnings(self) -> list[str]:
+        """What is worth a warning in a configuration that is still valid."""
+        return [
+            f"{name} has whitespace or a line break around it (as a file or `echo` leaves); it is used without. "
+            "Remove it from the setting."
+            for name in self._trimmed
+        ]
 
     @field_validator("base_url")
     @classmethod
@@ -154,6 +191,8 @@ class Settings(BaseSettings):
                 ) from None
             if not token:
                 raise ValueError(f"REFACTOR_MCP_HTTP_TOKEN_FILE {self.mcp_http_token_file} is empty")
+            if problem := secret_problem(token):
+                raise ValueError(f"the token in REFACTOR_MCP_HTTP_TOKEN_FILE {problem}")
             self.mcp_http_token = SecretStr(token)
         if self.transport != "http":
             return self

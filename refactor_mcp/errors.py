@@ -105,7 +105,8 @@ def error_for_status(
     if status == 404:
         return NotFoundError(
             f"No runnable with id {runnable_id} was found (HTTP 404). Check the id, and that the API key's "
-            f"account can see this runnable.{said}",
+            f"account can see this runnable. If every runnable gets this answer, check REFACTOR_BASE_URL: it "
+            f"should be the API's root, without /v1.{said}",
             http_status=status,
             details=details,
         )

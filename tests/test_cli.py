@@ -59,7 +59,7 @@ def test_check_passes_a_working_configuration(api: Emulator, tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("key", "closed", "said"),
-    [("wrong-key", False, "the API refused the key"), (None, False, "no API key"), (API_KEY, True, "network_error")],
+    [("wrong-key", False, "the API refused the key"), (None, False, "no API key"), (API_KEY, True, "cannot reach")],
 )
 def test_check_reports_each_problem_with_its_fix(api: Emulator, key: str | None, closed: bool, said: str) -> None:
     base_url = f"http://127.0.0.1:{closed_port()}" if closed else None
@@ -70,3 +70,22 @@ def test_check_reports_each_problem_with_its_fix(api: Emulator, key: str | None,
     assert "2 problem(s) to fix" in checked.stdout
     assert checked.stdout.count("->") == 2, "each problem comes with its fix"
     assert API_KEY not in checked.stdout + checked.stderr
+
+
+def test_check_tells_a_wrong_base_url_from_an_accepted_key(api: Emulator) -> None:
+    # Under a wrong path prefix every request gets 404, as an unknown runnable does: that proves nothing.
+    for key in (API_KEY, "wrong-key"):
+        checked = check(api, key, f"{api.url}/v1")
+        assert checked.returncode == 1, checked.stdout
+        assert "does not serve the re-factor API" in checked.stdout
+        assert "without /v1" in checked.stdout
+        assert "accepted" not in checked.stdout
+        assert "Ready to serve" not in checked.stdout
+
+
+def test_check_reports_the_missing_key_when_the_host_does_not_resolve(api: Emulator) -> None:
+    checked = check(api, None, "http://refactor-mcp-test.invalid")
+    assert checked.returncode == 1
+    assert "no API key" in checked.stdout
+    assert "cannot resolve refactor-mcp-test.invalid" in checked.stdout
+    assert "2 problem(s) to fix" in checked.stdout
