@@ -170,9 +170,9 @@ class HttpServer:
 
 
 @contextmanager
-def http_server(api: Emulator, *flags: str, **env: str) -> Iterator[HttpServer]:
-    """`refactor-mcp serve --transport http` on a free loopback port, ready when /healthz answers."""
-    port = closed_port()
+def http_server(api: Emulator, *flags: str, port: int | None = None, **env: str) -> Iterator[HttpServer]:
+    """`refactor-mcp serve --transport http` on `port` or a free loopback port, ready when /healthz answers."""
+    port = closed_port() if port is None else port
     process = subprocess.Popen(
         [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--port", str(port), *flags],
         env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, **env},
