@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.transport == "http":
             from .streamable_http import serve_http
         else:
-            from .server import serve_stdio
+            from .stdio import serve_stdio
     finally:
         gc.freeze()
         gc.enable()

@@ -1,7 +1,7 @@
-"""Wiring the MCP server: one low-level `Server`, one `RefactorClient` for its lifetime, and stdio.
+"""Wiring the MCP server: one low-level `Server` and one `RefactorClient` for its lifetime.
 
 The low-level server is used rather than `MCPServer` because the tool's schemas come from the API's
-contract, not from a function signature. Logs go to stderr only: in stdio mode stdout is the protocol.
+contract, not from a function signature. The transports live in `stdio` and `streamable_http`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from mcp.server import Server, ServerRequestContext
-from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams
 
@@ -72,10 +71,3 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
-
-
-async def serve_stdio(settings: Settings) -> None:
-    """Serve MCP over this process's stdin and stdout until the client closes them."""
-    server = build_server(settings)
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
