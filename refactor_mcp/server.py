@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolRequestParams,
+    CallToolResult,
+    CancelledNotificationParams,
+    ListToolsResult,
+    PaginatedRequestParams,
+)
 
 from ._version import __version__
+from .cancellation import CallWatch
 from .client import RefactorClient
 from .config import Settings
 from .resources import ResourceResolver
@@ -43,6 +52,7 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
     resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
     tools = {tool.tool.name: tool for tool in _tools(settings)}
     listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
+    watch = CallWatch()
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
@@ -60,9 +70,9 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
             raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {', '.join(tools)}.")
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        return await call_tool(tool, ctx.lifespan_context, resolver, params.arguments, report)
+        return await watch.run(ctx, partial(call_tool, tool, ctx.lifespan_context, resolver, params.arguments, report))
 
-    return Server(
+    server = Server(
         "refactor-mcp",
         version=__version__,
         title="re-factor",
@@ -71,3 +81,7 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
+    if settings.http_stateless:
+        # A stateless transport does not know the call a cancel notification names; the watch does.
+        server.add_notification_handler("notifications/cancelled", CancelledNotificationParams, watch.on_cancelled)
+    return server
