@@ -8,10 +8,23 @@ back the JSON exactly as received, so a proxy can pass it on untouched.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import deque
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # Whole-string base64 grammar with canonical padding: checked without decoding, so a large file is not
@@ -36,6 +49,50 @@ def check_data_uri(value: str) -> str:
             "data is complete, padded base64"
         )
     return value
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+TimeoutSeconds = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+"""The spec's `integer` without a format: int32, as OpenAPI generators and SQL `integer` columns take it (68 years
+of seconds). Anything wider would reach an API that cannot store it, or overflow our own float read timeout."""
+
+JSON_SAFE_INT = 2**53 - 1
+"""Integers every JSON parser reads exactly (I-JSON, RFC 7493): a JavaScript or float-based API silently rounds
+larger ones, so 2**53 + 1 would be stored as 2**53."""
+
+
+def check_json_numbers(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse numbers free-form JSON cannot carry faithfully, each named by its path inside `value`.
+
+    NaN and Infinity are not JSON (they would be sent as bare NaN, or turned into null), and many parsers round
+    integers beyond JSON_SAFE_INT. Walked without recursion, as deep as the caller nested it.
+    """
+    problems: list[InitErrorDetails] = []
+    pending: deque[tuple[tuple[str | int, ...], Any]] = deque([((), value)])
+    while pending:
+        loc, item = pending.popleft()
+        if isinstance(item, dict):
+            pending.extend(((*loc, key), inner) for key, inner in item.items())
+        elif isinstance(item, list):
+            pending.extend(((*loc, i), inner) for i, inner in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            problems.append(_problem(loc, item, "finite_number", _NOT_FINITE))
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > JSON_SAFE_INT:
+            problems.append(_problem(loc, item, "json_safe_integer", _NOT_JSON_SAFE))
+    if problems:
+        raise ValidationError.from_exception_data("metadata", problems)
+    return value
+
+
+_NOT_FINITE = "must be a finite number: JSON has no NaN or Infinity; send it as a string"
+_NOT_JSON_SAFE = (
+    f"must be an integer from -{JSON_SAFE_INT} to {JSON_SAFE_INT}, the range every JSON parser keeps exact; send a "
+    "larger one as a string"
+)
+
+
+def _problem(loc: tuple[str | int, ...], value: Any, kind: str, message: str) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
 
 
 _ARGUMENT = ConfigDict(extra="forbid", strict=True)
@@ -83,7 +140,9 @@ class InlineResource(BaseModel):
         json_schema_extra={"format": "uri"},
     )
     tags: list[str] | None = Field(default=None, description="Tags for the resource")
-    metadata: dict[str, Any] | None = Field(default=None, description="Additional metadata for the resource")
+    metadata: Annotated[dict[str, Any], AfterValidator(check_json_numbers)] | None = Field(
+        default=None, description="Additional metadata for the resource"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> InlineResource:
@@ -133,7 +192,7 @@ class RunRequest(BaseModel):
     model_config = _ARGUMENT
 
     resources: list[ResourceBinding] | None = Field(default=None, description="Resources to embed within the runtime")
-    timeout_seconds: int | None = Field(
+    timeout_seconds: TimeoutSeconds | None = Field(
         default=None, description="Timeout in seconds. If null or less than 1, no timeout is set."
     )
     telemetry_strategy: TelemetryStrategy = Field(

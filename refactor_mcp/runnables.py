@@ -16,7 +16,7 @@ from typing import Any
 from mcp.types import Tool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from .models import ResourceBinding, ResourceForm, RunRequest, TelemetryStrategy, Uuid
+from .models import ResourceBinding, ResourceForm, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
 from .tools import (
     ANNOTATIONS,
     GENERIC,
@@ -53,7 +53,7 @@ class Entry(BaseModel):
 
     id: Uuid
     description: str = Field(min_length=1)
-    timeout_seconds: int | None = None
+    timeout_seconds: TimeoutSeconds | None = None
     telemetry_strategy: TelemetryStrategy | None = None
     resources: list[ResourceBinding] = Field(default_factory=list)
     inputs: dict[str, Input] = Field(default_factory=dict)
@@ -88,6 +88,12 @@ def load(path: Path) -> RunnablesFile:
         raise RunnablesFileError(f"runnables file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:  # duplicate tables land here too
         raise RunnablesFileError(f"runnables file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RunnablesFileError(f"runnables file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except ValueError:  # Python's int() refuses more than 4,300 digits; tomllib lets that through
+        raise RunnablesFileError(
+            f"runnables file {path} holds an integer of more than 4,300 digits, beyond any field's range"
+        ) from None
     try:
         loaded = RunnablesFile.model_validate(data)
     except ValidationError as exc:

@@ -110,6 +110,10 @@ RESULT_HINT = (
 )
 
 
+PROBLEMS_LISTED = 20
+"""Problems spelled out in an invalid_input message: a list of 10,000 bad resources is not read in prose."""
+
+
 @dataclass(frozen=True)
 class RunnableTool:
     """An MCP tool that runs a runnable: what clients list, the model its arguments must fit, and how
@@ -125,7 +129,9 @@ class RunnableTool:
             return self.to_run(self.arguments.model_validate(arguments or {}))
         except ValidationError as exc:
             problems = [field_problem(error) for error in exc.errors(include_url=False)]
-            listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+            listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:PROBLEMS_LISTED])
+            if len(problems) > PROBLEMS_LISTED:
+                listed += f"; and {len(problems) - PROBLEMS_LISTED:,} more, all in details.problems"
             raise InvalidInputError(
                 f"Invalid arguments for {self.tool.name}: {listed}. Nothing was sent to re-factor; fix these and "
                 "call again.",
@@ -167,7 +173,8 @@ def _field(loc: tuple[int | str, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not (part in RESOURCE_FORM_TAGS and i and loc[i - 1] == "resource"):
+        # A form tag follows the field holding a resource: `resource`, or a named tool's input (first in loc).
+        elif not (part in RESOURCE_FORM_TAGS and (i == 1 or (i > 1 and loc[i - 1] == "resource"))):
             path += f".{part}" if path else part
     return path or "arguments"
 

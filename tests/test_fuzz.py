@@ -9,12 +9,19 @@ off-schema mutations: wrong types, huge strings, deep nesting, unicode and NUL b
 from __future__ import annotations
 
 import json
+import math
 import os
+import queue
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio.from_thread
+import httpx2
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 
 from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
 
-from .conftest import API_KEY, ECHO, Emulator, env_for, legacy_session
+from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "250"))
@@ -160,3 +167,238 @@ def test_an_unknown_tool_is_a_jsonrpc_invalid_params_error(fuzzer: Fuzzer, name:
 
 def test_the_server_still_serves_after_the_fuzzing(fuzzer: Fuzzer) -> None:
     assert check(fuzzer, {"runnable_id": ECHO}) is None
+
+
+# -- numbers at the edges ------------------------------------------------------------------------------------------
+# The Python client cannot send these: its encoder writes NaN and Infinity as null and -0 as 0. Other clients'
+# parsers and encoders differ, and the SDK's parser (pydantic-core) reads NaN, Infinity, 1e400 (as Infinity) and
+# integers of up to 4,300 digits, so they are written here as raw JSON-RPC lines on the server's stdin.
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+JS_SAFE = 2**53 - 1
+
+
+class RawServer:
+    """The real server over stdio, spoken to in JSON-RPC lines written by hand; a thread reads its answers."""
+
+    def __init__(self, env: dict[str, str], errors: BinaryIO) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "refactor_mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env={**os.environ, **env},
+        )
+        self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.last_id = 0
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.answers.put(json.loads(line))
+
+    def send(self, method: str, params: str) -> int:
+        """Write one request whose params are raw JSON text; return its id."""
+        assert self.process.stdin is not None
+        self.last_id += 1
+        line = f'{{"jsonrpc":"2.0","id":{self.last_id},"method":"{method}","params":{params}}}\n'
+        self.process.stdin.write(line.encode())
+        self.process.stdin.flush()
+        return self.last_id
+
+    def answer(self, request_id: int, within: float = 20) -> dict[str, Any]:
+        """The answer to a request; fails if none comes within `within` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                message = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no answer to request {request_id} within {within} s") from None
+            if message.get("id") == request_id:
+                return message
+
+    def call(self, arguments: str) -> dict[str, Any]:
+        """tools/call of run_runnable with raw JSON arguments; the tool result, checked as `check` checks it."""
+        answer = self.answer(self.send("tools/call", call_params(arguments)))
+        assert "result" in answer, f"a JSON-RPC error, not a tool result: {answer}"
+        result: dict[str, Any] = answer["result"]
+        dumped = json.dumps(result)
+        assert "Traceback" not in dumped
+        assert API_KEY not in dumped
+        jsonschema.validate(result["structuredContent"], OUTPUT_SCHEMA)
+        return result
+
+
+@pytest.fixture(scope="module")
+def raw(emulator_process: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
+    errors = tmp_path_factory.mktemp("raw") / "stderr.txt"
+    with errors.open("wb") as stderr:
+        server = RawServer(env_for(emulator_process), stderr)
+        initialize = '{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}'
+        assert "result" in server.answer(server.send("initialize", initialize))
+        assert server.process.stdin is not None
+        server.process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        server.process.stdin.flush()
+        yield server
+        server.process.stdin.close()
+        server.process.wait(timeout=10)
+        server.reader.join(timeout=10)
+        assert server.process.stdout is not None
+        server.process.stdout.close()
+    assert "Traceback" not in errors.read_text(), errors.read_text()
+
+
+def refused_field(raw: RawServer, api: Emulator, arguments: str) -> list[str]:
+    """The fields an invalid_input result names, after checking that nothing went upstream."""
+    before = len(api.requests())
+    result = raw.call(arguments)
+    assert result["isError"], result
+    error = result["structuredContent"]["error"]
+    assert error["code"] == "invalid_input", error
+    assert len(api.requests()) == before, "nothing is sent for invalid arguments"
+    return [problem["field"] for problem in error["details"]["problems"]]
+
+
+def sent_upstream(raw: RawServer, api: Emulator, arguments: str) -> dict[str, Any]:
+    """The body the API received for a call that must succeed."""
+    before = len(api.requests())
+    result = raw.call(arguments)
+    assert not result["isError"], result
+    requests = api.requests()
+    assert len(requests) == before + 1
+    body: dict[str, Any] = requests[-1]["body"]
+    return body
+
+
+def call_params(arguments: str) -> str:
+    return f'{{"name":"run_runnable","arguments":{arguments}}}'
+
+
+def with_timeout(raw_number: str) -> str:
+    return f'{{"runnable_id":"{ECHO}","timeout_seconds":{raw_number}}}'
+
+
+def with_metadata(raw_metadata: str) -> str:
+    resource = f'{{"name":"r","directory_path":"/","uri":"https://example.invalid/r","metadata":{raw_metadata}}}'
+    return f'{{"runnable_id":"{ECHO}","resources":[{{"name":"r","resource":{resource}}}]}}'
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "1" + "0" * 400,  # beyond float range: once an OverflowError in the read timeout, a JSON-RPC error
+        "9" * 4300,  # the longest integer the SDK's parser reads
+        str(2**63),  # beyond int64: once sent upstream unchanged
+        str(-(2**63) - 1),
+        str(INT32_MAX + 1),
+        str(INT32_MIN - 1),
+        "1e400",  # read as Infinity
+        "1e308",
+        "-0.0",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+    ],
+)
+def test_timeout_seconds_outside_int32_is_invalid_input(raw: RawServer, api: Emulator, number: str) -> None:
+    assert refused_field(raw, api, with_timeout(number)) == ["timeout_seconds"]
+
+
+@pytest.mark.parametrize(("number", "sent"), [("-0", 0), (str(INT32_MAX), INT32_MAX), (str(INT32_MIN), INT32_MIN)])
+def test_timeout_seconds_at_the_edges_of_int32_is_sent_as_given(
+    raw: RawServer, api: Emulator, number: str, sent: int
+) -> None:
+    assert sent_upstream(raw, api, with_timeout(number))["timeout_seconds"] == sent
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ('{"x":NaN}', "x"),  # once sent upstream as null
+        ('{"x":Infinity}', "x"),
+        ('{"x":-Infinity}', "x"),
+        ('{"x":1e400}', "x"),
+        ('{"x":1' + "0" * 400 + "}", "x"),
+        ('{"x":' + "9" * 4300 + "}", "x"),
+        (f'{{"x":{JS_SAFE + 1}}}', "x"),
+        (f'{{"x":{-JS_SAFE - 1}}}', "x"),
+        ('{"a":[1,{"b":NaN}]}', "a[1].b"),
+    ],
+)
+def test_metadata_numbers_json_cannot_carry_exactly_are_invalid_input(
+    raw: RawServer, api: Emulator, metadata: str, field: str
+) -> None:
+    assert refused_field(raw, api, with_metadata(metadata)) == [f"resources[0].resource.metadata.{field}"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "sent"),
+    [("1e308", 1e308), ("-0.0", -0.0), ("-0", 0), (str(JS_SAFE), JS_SAFE), (str(-JS_SAFE), -JS_SAFE), ("true", True)],
+)
+def test_metadata_numbers_inside_the_range_are_sent_as_given(
+    raw: RawServer, api: Emulator, metadata: str, sent: Any
+) -> None:
+    body = sent_upstream(raw, api, with_metadata(f'{{"x":{metadata}}}'))
+    received = body["resources"][0]["resource"]["metadata"]["x"]
+    assert (received, type(received)) == (sent, type(sent))
+    if isinstance(sent, float):
+        assert math.copysign(1, received) == math.copysign(1, sent), "the sign of zero is kept"
+
+
+def test_an_integer_past_the_parsers_limit_is_dropped_by_the_sdk_without_an_answer(raw: RawServer) -> None:
+    """Pins a limit outside our code: the SDK's JSON parser (pydantic-core) reads integers of at most 4,300 digits,
+    Python's own int-to-str limit, and refuses a longer one as "number out of range". The request's id is never
+    read, so no answer can bear it: over stdio the SDK alone drops the line silently and the caller waits for its
+    own timeout (over HTTP it answers 400, tested below). The server keeps serving."""
+    dropped = raw.send("tools/call", call_params(with_timeout("9" * 4301)))
+    assert "result" in raw.answer(raw.send("ping", "{}"))
+    time.sleep(1)
+    assert all(message.get("id") != dropped for message in list(raw.answers.queue))
+
+
+@pytest.mark.parametrize("metadata", [{"n": 1}, {"n": JS_SAFE + 1}])
+def test_ten_thousand_resources_get_an_answer(fuzzer: Fuzzer, metadata: dict[str, int]) -> None:
+    resources = [
+        {"name": f"r{i}", "resource": {"name": f"r{i}", "directory_path": "/", "text": "hi", "metadata": metadata}}
+        for i in range(10_000)
+    ]
+    error = check(fuzzer, {"runnable_id": ECHO, "resources": resources})  # answered within check's 20 s
+    if metadata["n"] <= JS_SAFE:
+        assert error is None
+        return
+    assert error is not None
+    assert error["code"] == "invalid_input"
+    assert len(error["details"]["problems"]) == 10_000
+    assert len(error["message"]) < 5000, "twenty problems spelled out, the rest counted"
+    assert "and 9,980 more, all in details.problems" in error["message"]
+
+
+def test_over_http_the_same_numbers_get_the_same_answers(api: Emulator) -> None:
+    """The HTTP transport parses bodies with pydantic-core too: NaN and big integers reach the tool the same way."""
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {TOKEN}",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    resource = '{"name":"r","directory_path":"/","uri":"https://example.invalid/r","metadata":{"x":NaN}}'
+    arguments = (
+        f'{{"runnable_id":"{ECHO}","timeout_seconds":{10**400},"resources":[{{"name":"r","resource":{resource}}}]}}'
+    )
+    with http_server(api, "--stateless", "--json-response") as server:
+
+        def post(arguments: str) -> httpx2.Response:
+            body = f'{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{call_params(arguments)}}}'
+            return httpx2.post(server.mcp, content=body, headers=headers, timeout=20)
+
+        refused = post(arguments)
+        too_long = post(with_timeout("9" * 4301))
+    error = refused.json()["result"]["structuredContent"]["error"]
+    assert error["code"] == "invalid_input"
+    assert [p["field"] for p in error["details"]["problems"]] == ["resources[0].resource.metadata.x", "timeout_seconds"]
+    assert api.requests() == []
+    # The SDK's own answer, before any code of ours: HTTP 400 with a JSON-RPC parse error.
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == -32700

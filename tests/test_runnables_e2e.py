@@ -100,6 +100,21 @@ async def test_a_missing_required_input_is_named(api: Emulator, runnables_file: 
     assert api.requests() == []
 
 
+async def test_a_named_tools_numbers_have_the_generic_tools_ranges(api: Emulator, runnables_file: Path) -> None:
+    document = {"name": "d", "directory_path": "/", "uri": "https://example.invalid/d", "metadata": {"n": 2**53}}
+    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        timeout = await call(
+            session, {"document": {**document, "metadata": {}}, "timeout_seconds": 2**31}, "count-words"
+        )
+        metadata = await call(session, {"document": document}, "count-words")
+    schema = tools["count-words"].input_schema["properties"]["timeout_seconds"]
+    assert (schema["minimum"], schema["maximum"]) == (-(2**31), 2**31 - 1)
+    assert error_of(timeout)["details"]["problems"][0]["field"] == "timeout_seconds"
+    assert error_of(metadata)["details"]["problems"][0]["field"] == "document.metadata.n"
+    assert api.requests() == []
+
+
 async def test_the_file_can_turn_the_generic_tool_off(api: Emulator, tmp_path: Path) -> None:
     path = tmp_path / "only.toml"
     path.write_text(RUNNABLES.replace("expose_generic = true", "expose_generic = false"))
@@ -118,13 +133,27 @@ BAD_FILES = [
     (f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\ntimeout = 3', "runnables.a.timeout: is not a field"),
     (f'[runnables.a]\nid = "{ECHO}"', "runnables.a.description: is required"),
     (f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\n[runnables.a.inputs.resources]', "input name 'resources'"),
+    (
+        f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\ntimeout_seconds = 2147483648',
+        "runnables.a.timeout_seconds: input should be less than or equal to 2147483647",
+    ),
+    (
+        f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\ntimeout_seconds = {"9" * 5000}',
+        "holds an integer of more than 4,300 digits",
+    ),
+    (
+        f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\nresources = [{{ resource = {{ name = "g", '
+        'directory_path = "/", uri = "x:g", metadata = { x = nan } } }]',
+        "runnables.a.resources[0].resource.metadata.x: must be a finite number",
+    ),
+    ("x = 1\n\udcff", "is not UTF-8 text"),
 ]
 
 
 @pytest.mark.parametrize(("content", "message"), BAD_FILES)
 def test_a_bad_file_stops_start_up_naming_the_entry(api: Emulator, tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(content)
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))  # a lone surrogate writes a byte that is not UTF-8
     started = subprocess.run(
         [sys.executable, "-m", "refactor_mcp", "serve", "--runnables-file", str(path)],
         env=env_for(api),

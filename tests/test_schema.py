@@ -40,6 +40,8 @@ EXTRA_TYPES = {"body.resources[].resource": {"string"}}
 """Where the input schema admits more than the spec's: a bare id string, which the spec's description allows."""
 EXTRA_PROPERTIES = {"body.resources[].resource|1": {"path", "text"}}
 """The sources the server turns into `content` itself: the API never sees them."""
+BOUNDS = {"body.timeout_seconds": {"minimum": -(2**31), "maximum": 2**31 - 1}}
+"""Ranges the spec leaves open, chosen by us: its bare `integer` read as int32, what generators and SQL make of it."""
 
 
 def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False) -> list[str]:
@@ -56,9 +58,11 @@ def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: boo
     if want and not (want <= have if output else want == have):
         problems.append(f"{path}: type {have} does not fit {want}")
     main = next((o for o in ours.get("anyOf", []) if o.get("type") != "null"), ours)
-    for key in ("enum", "default", "description", "format"):
-        if key in spec and {**main, **ours}.get(key) != spec[key]:
-            problems.append(f"{path}: {key} {ours.get(key, main.get(key))!r} != {spec[key]!r}")
+    mine, expected = {**main, **ours}, {**spec, **BOUNDS.get(path, {})}
+    for key in ("enum", "default", "description", "format", "minimum", "maximum"):
+        named = key in expected or (key in ("minimum", "maximum") and key in mine)  # a bound must be one of BOUNDS
+        if named and mine.get(key) != expected.get(key):
+            problems.append(f"{path}: {key} {mine.get(key)!r} != {expected.get(key)!r}")
     spec_required, our_required = set(spec.get("required", [])), set(main.get("required", []))
     if not (our_required <= spec_required if output else spec_required <= our_required):
         problems.append(f"{path}: required {sorted(our_required)} does not fit {sorted(spec_required)}")
@@ -104,6 +108,19 @@ def test_covers_reports_a_changed_property() -> None:
     del changed["properties"]["runnable_id"]
     assert covers(REQUEST, changed, "body") == [
         "body.telemetry_strategy: enum ['default'] != ['disable', 'default', 'force']"
+    ]
+
+
+def test_timeout_seconds_has_the_int32_range_and_nothing_else_a_bound() -> None:
+    timeout = INPUT_SCHEMA["properties"]["timeout_seconds"]
+    assert (timeout["minimum"], timeout["maximum"]) == (-(2**31), 2**31 - 1)
+    unbounded = json.loads(json.dumps(INPUT_SCHEMA))
+    del unbounded["properties"]["timeout_seconds"]["maximum"]
+    unbounded["properties"]["resources"]["items"]["properties"]["name"]["minimum"] = 0
+    del unbounded["properties"]["runnable_id"]
+    assert sorted(covers(REQUEST, unbounded, "body")) == [
+        "body.resources[].name: minimum 0 != None",
+        "body.timeout_seconds: maximum None != 2147483647",
     ]
 
 
