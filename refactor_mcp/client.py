@@ -22,7 +22,7 @@ import httpx2
 from pydantic import ValidationError
 
 from ._version import __version__
-from .config import Settings
+from .config import MAX_WAIT_SECONDS, Settings
 from .errors import (
     BadResponseError,
     MissingApiKeyError,
@@ -124,9 +124,14 @@ class RefactorClient:
             await self._pool.aclose()
 
     def read_timeout_for(self, timeout_seconds: int | None) -> float:
-        """How long to wait for the answer of a run with this `timeout_seconds` (null or < 1: none set)."""
+        """How long to wait for the answer of a run with this `timeout_seconds` (null or < 1: none set).
+
+        Never more than MAX_WAIT_SECONDS, however long the run may take upstream.
+        """
         if timeout_seconds is not None and timeout_seconds >= 1:
-            return timeout_seconds + self.settings.timeout_grace_seconds
+            grace = self.settings.timeout_grace_seconds
+            # Capped while still an int: an int beyond float range cannot be added to a float.
+            return min(timeout_seconds, MAX_WAIT_SECONDS - grace) + grace
         return self.settings.read_timeout_seconds
 
     async def run(self, runnable_id: str, body: Mapping[str, Any] | RunBody) -> RunState:

@@ -22,6 +22,12 @@ DEFAULT_BASE_URL = "https://api.re-factor.ai"
 SECRETS = ("api_key", "mcp_http_token")
 """Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside, redacted."""
 
+MAX_WAIT_SECONDS = 24 * 60 * 60
+"""Upper bound of every duration setting and of a run's read timeout. A sync request is silent until its run ends,
+and few proxies or NATs keep a connection idle for a day; a longer run goes on upstream, reported as a timeout."""
+Seconds = Annotated[float, Field(allow_inf_nan=False, le=MAX_WAIT_SECONDS)]
+"""A duration setting: finite, and at most MAX_WAIT_SECONDS, so no timeout of ours overflows or waits forever."""
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -44,27 +50,27 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="re-factor API key, sent as a bearer token.")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Base URL of the re-factor API.")
     log_level: LogLevel = Field(default="WARNING", description="Level of the logs written to stderr.")
-    read_timeout_seconds: float = Field(
+    read_timeout_seconds: Seconds = Field(
         default=600.0,
         gt=0,
         description="How long to wait for a run's answer when the call sets no timeout_seconds.",
     )
-    timeout_grace_seconds: float = Field(
+    timeout_grace_seconds: Seconds = Field(
         default=30.0,
         ge=0,
         description="Added to a call's timeout_seconds to get the read timeout, so the API can answer 'timeout'.",
     )
-    connect_timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait to connect to the API.")
+    connect_timeout_seconds: Seconds = Field(default=10.0, gt=0, description="How long to wait to connect to the API.")
     max_retries: int = Field(
         default=2,
         ge=0,
         le=10,
         description="Retries of a call that surely did not start a run: a failed connection, or HTTP 429 or 503.",
     )
-    retry_backoff_seconds: float = Field(
+    retry_backoff_seconds: Seconds = Field(
         default=0.5, ge=0, description="Base of the jittered exponential wait between retries."
     )
-    retry_after_cap_seconds: float = Field(
+    retry_after_cap_seconds: Seconds = Field(
         default=30.0,
         ge=0,
         description="Longest Retry-After the server waits out; a longer one is returned to the caller at once.",
@@ -114,7 +120,7 @@ class Settings(BaseSettings):
         default=False, description="Let HTTP callers send `path` resources (files of this machine). Off by default."
     )
     http_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Largest MCP request body over HTTP.")
-    http_shutdown_grace_seconds: float = Field(
+    http_shutdown_grace_seconds: Seconds = Field(
         default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP calls get to finish."
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from pydantic import ValidationError
 
 from refactor_mcp import (
     BadResponseError,
@@ -24,6 +25,7 @@ from refactor_mcp import (
     UnauthorizedError,
     UpstreamError,
 )
+from refactor_mcp.config import MAX_WAIT_SECONDS
 
 pytestmark = pytest.mark.anyio
 
@@ -147,6 +149,43 @@ async def test_read_timeout_fits_the_run() -> None:
             await client.run(RUNNABLE, {} if timeout_seconds is None else {"timeout_seconds": timeout_seconds})
     assert [t["read"] for t in timeouts] == [330, 600, 600, 600]
     assert all(t["connect"] == 10 for t in timeouts)
+
+
+async def test_the_read_timeout_is_capped_at_a_day_however_long_the_run() -> None:
+    timeouts: list[dict[str, float]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        timeouts.append(request.extensions["timeout"])
+        return httpx2.Response(200, json=STATE)
+
+    async with client_for(handler, timeout_grace_seconds=30) as client:
+        for timeout_seconds in (MAX_WAIT_SECONDS - 31, MAX_WAIT_SECONDS, 2**31 - 1, 2**63, 10**400):
+            await client.run(RUNNABLE, {"timeout_seconds": timeout_seconds})
+    assert [t["read"] for t in timeouts] == [MAX_WAIT_SECONDS - 1] + [MAX_WAIT_SECONDS] * 4
+
+
+DURATIONS = [
+    "read_timeout_seconds",
+    "timeout_grace_seconds",
+    "connect_timeout_seconds",
+    "retry_backoff_seconds",
+    "retry_after_cap_seconds",
+    "http_shutdown_grace_seconds",
+]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("value", ["86401", "1e400", "inf", "nan"])
+def test_duration_settings_are_finite_and_at_most_a_day(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(f"REFACTOR_{name.upper()}", value)
+    with pytest.raises(ValidationError, match=name):
+        Settings()
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_a_duration_setting_of_a_day_is_taken(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(f"REFACTOR_{name.upper()}", "86400")
+    assert getattr(Settings(), name) == MAX_WAIT_SECONDS
 
 
 async def test_missing_key_raises_before_any_request() -> None:
