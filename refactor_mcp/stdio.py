@@ -47,8 +47,10 @@ class _ParseErrorsAnswered:
             item = await self._inner.receive()
             if not isinstance(item, Exception):
                 return item
-            not_json = isinstance(item, ValidationError) and item.errors()[0]["type"] == "json_invalid"
-            code, what = (PARSE_ERROR, "not JSON") if not_json else (INVALID_REQUEST, "not a JSON-RPC message")
+            if isinstance(item, ValidationError) and item.errors()[0]["type"] == "json_invalid":
+                code, what = PARSE_ERROR, f"not JSON the server can read ({item.errors()[0]['msg']})"
+            else:
+                code, what = INVALID_REQUEST, "not a JSON-RPC message"
             logger.warning(
                 "ignored a line on stdin that is %s. stdin carries the MCP protocol: start refactor-mcp from an MCP "
                 "client, or try `refactor-mcp demo`.",
