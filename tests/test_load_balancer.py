@@ -45,7 +45,7 @@ WARM_UP = 2.0
 """Time for every worker to have a call going before the first restart."""
 DRAIN_SECONDS = "1"
 """Longer than the balancer takes to drop a replica (two failed checks 250 ms apart), shorter than the longest call
-(2 s): a replica closes its listener with calls still in flight, so the grace period is tested as well as the drain."""
+(3 s): a replica closes its listener with calls still in flight, so the grace period is tested as well as the drain."""
 
 
 class Balancer:
@@ -120,7 +120,7 @@ def sleep_with(marker: str, seconds: float) -> dict[str, Any]:
 
 
 async def steady_load(url: str, era: str, tally: Tally, stop: anyio.Event) -> None:
-    """WORKERS callers, each calling SLEEP runs of 1 to 2 s one after another until `stop`."""
+    """WORKERS callers, each calling SLEEP runs of 1 to 3 s one after another until `stop`."""
     async with connect_http(url, era) as session:
 
         async def worker(number: int) -> None:
@@ -128,7 +128,7 @@ async def steady_load(url: str, era: str, tally: Tally, stop: anyio.Event) -> No
                 if stop.is_set():
                     return
                 marker = f"{era}/{number}/{i}"
-                seconds = 1 + ((number + i) % 3) / 2  # mixed lengths, so calls end at different moments
+                seconds = 1 + (number + i) % 3  # mixed lengths, so calls end at different moments
                 tally.markers.append(marker)
                 try:
                     with anyio.fail_after(CALL_LIMIT):
