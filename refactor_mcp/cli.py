@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", dest="http_workers", type=int, help="HTTP: worker processes; needs --stateless (default 1)"
     )
     serve_options.add_argument(
+        "--drain-seconds",
+        dest="http_drain_seconds",
+        type=float,
+        help="HTTP: on SIGTERM, seconds /healthz answers 503 while still serving, before the listener closes "
+        "(default 5)",
+    )
+    serve_options.add_argument(
         "--read-timeout-seconds",
         type=float,
         help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
@@ -104,6 +111,7 @@ SETTINGS_FLAGS = (
     "http_stateless",
     "http_json_response",
     "http_workers",
+    "http_drain_seconds",
 )
 """Flags whose destination is a Settings field: they override the environment."""
 

@@ -120,8 +120,16 @@ class Settings(BaseSettings):
         default=False, description="Let HTTP callers send `path` resources (files of this machine). Off by default."
     )
     http_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Largest MCP request body over HTTP.")
+    http_drain_seconds: Seconds = Field(
+        default=5.0,
+        ge=0,
+        description="On SIGTERM, how long /healthz answers 503 while new requests are still served, before the "
+        "listener closes: time for a load balancer to stop sending.",
+    )
     http_shutdown_grace_seconds: Seconds = Field(
-        default=30.0, ge=0, description="On SIGTERM, how long in-flight HTTP calls get to finish."
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight HTTP calls get to finish after the listener closes.",
     )
 
     _trimmed: list[str] = PrivateAttr(default_factory=list)

@@ -8,7 +8,7 @@ A server that holds an API key and listens on a network must let no one else use
 - `path` resources are refused unless REFACTOR_HTTP_ALLOW_PATHS is set: a remote caller must not read this
   machine's files.
 Stateless mode keeps no per-session state, so uvicorn workers or replicas behind any load balancer share the
-traffic; uvicorn drains in-flight calls on SIGTERM within `http_shutdown_grace_seconds`.
+traffic; on SIGTERM a replica drains, then delivers the calls in flight (see shutdown.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import shutdown
 from ._version import __version__
 from .config import Settings, is_loopback
 from .server import build_server
@@ -83,7 +84,11 @@ def create_app(settings: Settings) -> Starlette:
     server = build_server(settings, paths_off=paths_off)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "stateless": settings.http_stateless})
+        health = {"version": __version__, "stateless": settings.http_stateless}
+        if shutdown.state.draining:
+            # A load balancer stops sending here while the calls in flight are still answered.
+            return JSONResponse({"status": "draining", **health}, status_code=503)
+        return JSONResponse({"status": "ok", **health})
 
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -99,13 +104,23 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-def app_from_environment() -> Starlette:
+def graceful_app(settings: Settings) -> ASGIApp:
+    """The app as served: with the shutdown that drains and then delivers the calls in flight."""
+    return shutdown.GracefulShutdown(
+        create_app(settings),
+        mcp_path=MCP_PATH,
+        drain_seconds=settings.http_drain_seconds,
+        grace_seconds=settings.http_shutdown_grace_seconds,
+    )
+
+
+def app_from_environment() -> ASGIApp:
     """App factory for uvicorn workers: each worker process reads the same environment."""
-    return create_app(Settings())
+    return graceful_app(Settings())
 
 
 def serve_http(settings: Settings) -> None:
-    """Listen until SIGTERM or SIGINT, then let in-flight calls finish within the grace period."""
+    """Listen until SIGTERM or SIGINT, then drain and let in-flight calls finish within the grace period."""
     if not is_loopback(settings.http_host) and not settings.http_allowed_hosts:
         logger.warning(
             "listening on %s with no REFACTOR_HTTP_ALLOWED_HOSTS: requests whose Host header is not a loopback name "
@@ -121,7 +136,7 @@ def serve_http(settings: Settings) -> None:
         "timeout_graceful_shutdown": int(settings.http_shutdown_grace_seconds),
     }
     if settings.http_workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(graceful_app(settings), **options)  # type: ignore[arg-type]
         return
     # Worker processes rebuild Settings from the environment, so flags given on the command line go there first.
     os.environ.update(_as_environment(settings))

@@ -131,8 +131,11 @@ async def test_two_stateless_workers_serve_200_concurrent_calls(api: Emulator) -
     assert sorted(r["body"]["timeout_seconds"] for r in api.requests()) == list(range(1, 201)), "none lost"
 
 
-async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(api: Emulator) -> None:
+async def test_sigterm_without_a_drain_refuses_new_connections_and_lets_the_call_in_flight_finish(
+    api: Emulator,
+) -> None:
     # A bare stateless JSON-RPC POST, as a load balancer's client sends it: no session to tear down afterwards.
+    # With a drain of 0 the listener closes at once (the drain itself is tested in test_shutdown.py).
     call_sleep = {
         "jsonrpc": "2.0",
         "id": 7,
@@ -144,7 +147,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(api: 
     }
     headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "MCP-Protocol-Version": "2025-11-25"}
     outcome: list[httpx2.Response] = []
-    with http_server(api, "--stateless", "--json-response") as server:
+    with http_server(api, "--stateless", "--json-response", "--drain-seconds", "0") as server:
         async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
 
             async def in_flight() -> None:
