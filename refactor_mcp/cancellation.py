@@ -30,15 +30,15 @@ T = TypeVar("T")
 REQUEST_CANCELLED = -32800
 """JSON-RPC error code of a call ended because its caller left (LSP's RequestCancelled; MCP defines none)."""
 
-_Key = tuple[str, RequestId]
+_Key = tuple[str, str, RequestId]
 
 
 class CallWatch:
     """Runs each call so that it ends when its caller goes away; one per server."""
 
     def __init__(self) -> None:
-        # Stateless calls by client address and request id. Ids are per-client counters, so two clients
-        # often share one: a key names a call only while exactly one holds it.
+        # Stateless calls by client address (and forwarded address) and request id. Ids are per-client
+        # counters, so two clients often share one: a key names a call only while exactly one holds it.
         self._calls: dict[_Key, list[anyio.CancelScope]] = {}
 
     async def run(self, ctx: ServerRequestContext[Any], work: Callable[[], Awaitable[T]]) -> T:
@@ -87,7 +87,8 @@ def _key(request: Request, request_id: RequestId | None) -> _Key | None:
     """Where a call came from; None for a call in a session (the SDK routes its cancels) or of unknown origin."""
     if request_id is None or request.client is None or "mcp-session-id" in request.headers:
         return None
-    return request.client.host, coerce_request_id(request_id)
+    # Behind a proxy every client has the proxy's address: the address it forwards tells clients apart.
+    return request.client.host, request.headers.get("x-forwarded-for", ""), coerce_request_id(request_id)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
