@@ -1,0 +1,226 @@
+"""Shutdown that delivers: on SIGTERM the HTTP server drains, closes its listener, then delivers the calls in flight.
+
+For every mode and both protocol eras, with the official Python and TypeScript clients: a call in flight when
+SIGTERM arrives gets its whole result, /healthz answers 503 during the drain while a new call still succeeds, the
+server exits without cutting anything short, and each call reached the API exactly once. The call in flight
+outlasts the drain, so its answer is delivered after the listener closed, over the stream it was started on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.types import CallToolResult
+
+from .conftest import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline
+
+pytestmark = pytest.mark.anyio
+
+DRAIN = 3.0
+GRACE = 20.0
+LONG = 5
+"""Seconds the call in flight sleeps upstream: more than the drain, so it is still running when the listener closes."""
+
+SHUTDOWN_ENV = {"REFACTOR_HTTP_DRAIN_SECONDS": str(DRAIN), "REFACTOR_HTTP_SHUTDOWN_GRACE_SECONDS": str(GRACE)}
+MODES = {
+    "sse": [],
+    "stateless": ["--stateless"],
+    "json": ["--json-response"],
+    "stateless-json": ["--stateless", "--json-response"],
+}
+TS_FOLDER = Path(__file__).with_name("ts")
+TS_VERSIONS = {"sdk1 2025-11-25": "2025-11-25", "client2 2025-11-25": "2025-11-25", "client2 2026-07-28": "2026-07-28"}
+"""The TypeScript client kinds shutdown_client.mjs drives, and the protocol version each must negotiate."""
+
+
+def sleep_for(seconds: float) -> dict[str, Any]:
+    return {"runnable_id": SLEEP, "resources": [inline("delay", uri="x:delay", metadata={"seconds": seconds})]}
+
+
+def slept(result: CallToolResult) -> Any:
+    assert result.is_error is False, result.content
+    assert result.structured_content is not None
+    return result.structured_content["result"]["outputs"]["slept_seconds"]
+
+
+def outputs(answer: dict[str, Any]) -> Any:
+    """The outputs in a TypeScript client's answer, as shutdown_client.mjs reports it."""
+    return (answer.get("structuredContent") or {}).get("result", {}).get("outputs")
+
+
+async def upstream_started(api: Emulator, runs: int) -> None:
+    """Wait until the API has seen `runs` sleeping runs: the calls are in flight for sure."""
+    with anyio.fail_after(20):
+        while sum(request["runnable_id"] == SLEEP for request in api.requests()) < runs:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+async def draining_health(server: HttpServer) -> httpx2.Response:
+    """/healthz once the signal has landed: the first answer that is not the 200 of before."""
+    async with httpx2.AsyncClient(timeout=2) as http:
+        with anyio.fail_after(DRAIN / 2):
+            while (health := await http.get(f"{server.url}/healthz")).status_code == 200:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+    return health
+
+
+def stopped(server: HttpServer, signalled: float) -> tuple[int, float, str]:
+    """The exit status, the seconds from the signal to the exit, and what the server logged."""
+    status = server.process.wait(timeout=DRAIN + GRACE)
+    elapsed = time.monotonic() - signalled
+    assert server.process.stderr is not None
+    return status, elapsed, server.process.stderr.read()
+
+
+def assert_drained_and_delivered(log: str, elapsed: float, calls_at_close: int = 1) -> None:
+    assert elapsed < DRAIN + GRACE
+    assert "SIGTERM: draining" in log, log
+    assert re.search(rf"closing the listener.*\(calls in flight: {calls_at_close}\)", log), log
+    assert "timeout graceful shutdown exceeded" not in log, "nothing may be cut short: " + log
+
+
+def assert_each_call_reached_the_api_once(api: Emulator, sleeps: int, echoes: int) -> None:
+    requests = api.requests()
+    assert sorted(request["runnable_id"] for request in requests) == sorted([SLEEP] * sleeps + [ECHO] * echoes)
+    assert not any(request["disconnected"] for request in requests), "no run was cut off"
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_sigterm_drains_then_delivers_the_call_in_flight(api: Emulator, era: str, mode: list[str]) -> None:
+    in_flight: list[CallToolResult] = []
+    with http_server(api, *mode, **SHUTDOWN_ENV) as server:
+        with anyio.fail_after(DRAIN + GRACE + 20):
+            async with connect_http(server.mcp, era) as session, anyio.create_task_group() as group:
+
+                async def long_call() -> None:
+                    in_flight.append(await call(session, sleep_for(LONG)))
+
+                group.start_soon(long_call)
+                await upstream_started(api, 1)
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                health = await draining_health(server)
+                async with connect_http(server.mcp, era) as fresh:
+                    new_call = await call(fresh, {"runnable_id": ECHO})
+        status, elapsed, log = stopped(server, signalled)
+    assert health.status_code == 503
+    assert health.json()["status"] == "draining"
+    assert new_call.is_error is False, "a call made during the drain is served"
+    assert slept(in_flight[0]) == LONG, "the call in flight got its whole result"
+    assert status == -signal.SIGTERM
+    assert_drained_and_delivered(log, elapsed)
+    assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
+
+
+async def test_every_worker_drains_then_delivers(api: Emulator) -> None:
+    in_flight: list[CallToolResult] = []
+    with http_server(api, "--stateless", "--workers", "2", **SHUTDOWN_ENV) as server:
+        with anyio.fail_after(DRAIN + GRACE + 20):
+            async with connect_http(server.mcp) as session, anyio.create_task_group() as group:
+
+                async def long_call() -> None:
+                    in_flight.append(await call(session, sleep_for(LONG)))
+
+                group.start_soon(long_call)
+                await upstream_started(api, 1)
+                # uvicorn's supervisor passes the signal on to each worker within half a second.
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                health = await draining_health(server)
+                async with connect_http(server.mcp) as fresh:
+                    new_call = await call(fresh, {"runnable_id": ECHO})
+        _, elapsed, log = stopped(server, signalled)
+    assert health.status_code == 503
+    assert new_call.is_error is False
+    assert slept(in_flight[0]) == LONG
+    assert log.count("SIGTERM: draining") == 2, log
+    assert_drained_and_delivered(log, elapsed)
+    assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
+
+
+async def test_the_same_signal_again_stops_at_once(api: Emulator) -> None:
+    answers: list[httpx2.Response | Exception] = []
+    with http_server(api, "--stateless", "--json-response", **SHUTDOWN_ENV) as server:
+        async with connect_http(server.mcp) as session:
+            await session.list_tools()
+        async with httpx2.AsyncClient(timeout=60) as http, anyio.create_task_group() as group:
+
+            async def long_call() -> None:
+                request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+                params = {"name": "run_runnable", "arguments": sleep_for(60)}
+                headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
+                try:
+                    answers.append(await http.post(server.mcp, json=request | {"params": params}, headers=headers))
+                except httpx2.HTTPError as exc:
+                    answers.append(exc)
+
+            group.start_soon(long_call)
+            await upstream_started(api, 1)
+            server.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await draining_health(server)
+            server.process.send_signal(signal.SIGTERM)
+        _, elapsed, log = stopped(server, signalled)
+    # Without the second signal, the exit would come after the drain and the 60 s run.
+    assert elapsed < DRAIN + 10, log
+    assert "SIGTERM again: stopping at once, cancelling the calls in flight (calls in flight: 1)" in log, log
+    assert not (isinstance(answers[0], httpx2.Response) and answers[0].status_code == 200)
+    assert api.requests()[0]["disconnected"], "the run in flight was cancelled upstream too"
+
+
+@pytest.fixture(scope="session")
+def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/ts."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs Node.js and npm")
+    folder = tmp_path_factory.mktemp("ts")
+    for name in ("package.json", "package-lock.json", "shutdown_client.mjs"):
+        shutil.copy(TS_FOLDER / name, folder)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
+    return folder / "shutdown_client.mjs"
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
+async def test_sigterm_delivers_to_the_typescript_clients(api: Emulator, ts_client: Path, mode: list[str]) -> None:
+    with http_server(api, *mode, **SHUTDOWN_ENV) as server:
+        command = ["node", str(ts_client), server.mcp, TOKEN, SLEEP, str(LONG), ECHO]
+        # Starting does not block, and the wait for the script runs in a thread.
+        with subprocess.Popen(  # noqa: ASYNC220
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as node:
+            try:
+                await upstream_started(api, len(TS_VERSIONS))
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                health = await draining_health(server)
+                # The line on its standard input tells the script to make its new calls.
+                out, err = await anyio.to_thread.run_sync(partial(node.communicate, "\n", timeout=DRAIN + GRACE))
+            finally:
+                node.kill()
+        status, elapsed, log = stopped(server, signalled)
+    assert node.returncode == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert {kind: outcome["version"] for kind, outcome in report.items()} == TS_VERSIONS
+    assert {kind: outcome["fresh"].get("isError") for kind, outcome in report.items()} == dict.fromkeys(
+        TS_VERSIONS, False
+    ), report
+    long_calls = {kind: outcome["long"] for kind, outcome in report.items()}
+    assert {kind: (answer.get("isError"), outputs(answer)) for kind, answer in long_calls.items()} == dict.fromkeys(
+        TS_VERSIONS, (False, {"slept_seconds": LONG})
+    ), long_calls
+    assert health.status_code == 503
+    assert status == -signal.SIGTERM
+    assert_drained_and_delivered(log, elapsed, calls_at_close=len(TS_VERSIONS))
+    assert_each_call_reached_the_api_once(api, sleeps=len(TS_VERSIONS), echoes=len(TS_VERSIONS))
