@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Handler = Callable[[int, FrameType | None], Any]
+LISTENER_CLOSED_SECONDS = 0.3
+"""By then uvicorn, told to exit, has closed its listener (it checks every 0.1 s)."""
 
 
 class Shutdown:
@@ -39,6 +41,8 @@ class Shutdown:
     def __init__(self) -> None:
         self.signals: set[int] = set()
         self.draining = False
+        self.closing = False
+        """uvicorn has been told to close the listener."""
         self.listener_closed = False
         self.calls: set[anyio.CancelScope] = set()
         """The MCP requests (POSTs) in flight, each by the scope that can cancel it."""
@@ -112,15 +116,22 @@ class GracefulShutdown:
         self._loop.call_later(self._drain_seconds, self._close_listener, sig)
 
     def _close_listener(self, sig: int) -> None:
-        if state.listener_closed:
+        if state.closing:
             return
-        state.listener_closed = True
+        state.closing = True
         logger.warning(
             "drained: closing the listener; calls in flight get up to %g s to finish (calls in flight: %d)",
             self._grace_seconds,
             len(state.calls),
         )
         self._server_handlers[sig](sig, None)
+        # uvicorn closes the listener and the idle connections at its next tick, a tenth of a second away: only
+        # then can no new call come in, so only then may the streams left idle be ended.
+        assert self._loop is not None
+        self._loop.call_later(LISTENER_CLOSED_SECONDS, self._listener_closed)
+
+    def _listener_closed(self) -> None:
+        state.listener_closed = True
         if not state.calls:
             _end_idle_streams()
 
