@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 MCP_PATH = "/mcp"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+PROXY_IDLE_SECONDS = 60.0
+"""How long a response may stay silent behind common proxies' defaults (nginx proxy_read_timeout, haproxy)."""
 PATHS_OFF = (
     "`path` resources are off over HTTP: a remote caller must not read this server's files. Send the file as "
     "`text` or `content`, or, if every caller is trusted, start the server with REFACTOR_HTTP_ALLOW_PATHS=true "
@@ -127,6 +129,15 @@ def serve_http(settings: Settings) -> None:
             "or %s get 421",
             settings.http_host,
             settings.http_host,
+        )
+    if settings.http_json_response and settings.read_timeout_seconds > PROXY_IDLE_SECONDS:
+        logger.warning(
+            "--json-response: an answer is one JSON body that carries nothing until the run ends (no progress, no "
+            "keep-alive), and proxies and load balancers commonly close a response silent for %g s, while a call "
+            "may wait %g s (REFACTOR_READ_TIMEOUT_SECONDS) or its timeout_seconds. For long runs, serve SSE answers "
+            "(drop --json-response); see docs/deployment.md",
+            PROXY_IDLE_SECONDS,
+            settings.read_timeout_seconds,
         )
     options = {
         "host": settings.http_host,

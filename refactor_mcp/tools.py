@@ -10,6 +10,7 @@ received; every other failure is `{"status": "error", "error": {code, message, h
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from .client import RefactorClient
 from .errors import Details, ErrorCode, InvalidInputError, RefactorError
 from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
 from .resources import ResourceResolver, RunBody
+
+logger = logging.getLogger(__name__)
 
 RUN_RUNNABLE = "run_runnable"
 
@@ -272,14 +275,27 @@ async def call_tool(
         body = resolver.body(request)
     except RefactorError as error:
         return error_result(error, settings.max_text_chars)
-    if report_progress is None:
-        return await _run(client, runnable_id, body)
-    async with anyio.create_task_group() as heartbeat:
-        interval = settings.progress_interval_seconds
-        heartbeat.start_soon(_beat, report_progress, runnable_id, request.timeout_seconds, interval)
-        result = await _run(client, runnable_id, body)
-        heartbeat.cancel_scope.cancel()
-    return result
+    started = anyio.current_time()
+    try:
+        if report_progress is None:
+            return await _run(client, runnable_id, body)
+        async with anyio.create_task_group() as heartbeat:
+            interval = settings.progress_interval_seconds
+            heartbeat.start_soon(_beat, report_progress, runnable_id, request.timeout_seconds, interval)
+            result = await _run(client, runnable_id, body)
+            heartbeat.cancel_scope.cancel()
+        return result
+    except anyio.get_cancelled_exc_class():
+        # Whoever cancelled (the caller, a proxy that gave up, a forced stop), an operator must see which run lost
+        # its caller: it may still go on, and be billed, at re-factor.
+        logger.warning(
+            "%s call to runnable %s abandoned after %.1f s (its caller cancelled it or went away); the upstream "
+            "request was closed",
+            tool.tool.name,
+            runnable_id,
+            anyio.current_time() - started,
+        )
+        raise
 
 
 async def _run(client: RefactorClient, runnable_id: str, body: RunBody) -> CallToolResult:

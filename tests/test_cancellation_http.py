@@ -100,5 +100,8 @@ async def test_a_dropped_connection_closes_the_upstream_request_within_1_s(api: 
             dropped_at = time.monotonic()
             request = await upstream_closed(api)
             echoed = await http.post(server.mcp, json=tools_call(3, {"runnable_id": ECHO}), headers=HEADERS | session)
+    assert server.process.stderr is not None
+    logs = server.process.stderr.read()  # the server has exited
     assert request["disconnected_at"] - dropped_at < 1.0
     assert echoed.json()["result"]["isError"] is False
+    assert f"run_runnable call to runnable {SLEEP} abandoned after 1." in logs, "the operator sees which call"

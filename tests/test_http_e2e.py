@@ -179,3 +179,18 @@ def test_the_official_conformance_scenarios_pass(api: Emulator, scenario: str) -
         )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert API_KEY not in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "read_timeout", "warned"),
+    [(["--json-response"], "600", True), (["--json-response"], "50", False), ([], "600", False)],
+)
+def test_json_answers_with_a_long_read_timeout_are_warned_about_at_start(
+    api: Emulator, flags: list[str], read_timeout: str, warned: bool
+) -> None:
+    with http_server(api, *flags, REFACTOR_READ_TIMEOUT_SECONDS=read_timeout) as server:
+        pass
+    assert server.process.stderr is not None
+    logs = server.process.stderr.read()
+    assert ("WARNING" in logs and "For long runs, serve SSE answers (drop --json-response)" in logs) is warned
+    assert ("--json-response: an answer is one JSON body" in logs) is warned
