@@ -198,7 +198,11 @@ def http_server(api: Emulator, *flags: str, port: int | None = None, **env: str)
 
 @asynccontextmanager
 async def connect_http(
-    url: str, era: str = "legacy", token: str | None = TOKEN, statuses: list[int] | None = None
+    url: str,
+    era: str = "legacy",
+    token: str | None = TOKEN,
+    statuses: list[int] | None = None,
+    timeout: float = 60,
 ) -> AsyncIterator[Session]:
     """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -208,7 +212,7 @@ async def connect_http(
             statuses.append(response.status_code)
 
     hooks = {"response": [record]}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60), event_hooks=hooks) as http:
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(timeout), event_hooks=hooks) as http:
         transport = streamable_http_client(url, http_client=http)
         if era == "legacy":
             async with transport as (read, write), ClientSession(read, write) as session:

@@ -1,0 +1,229 @@
+"""Long runs behind a real nginx (Debian's package, started by the test) with its default 60 s read timeout.
+
+A run of 75 s, longer than nginx's proxy_read_timeout, must complete in each mode the docs recommend (SSE
+answers, stateful and stateless), in both protocol eras, behind nginx as installed (nothing but `proxy_pass`) and
+behind the configuration docs/deployment.md gives (read from the doc itself, so the doc shows what is tested).
+No progress token is sent: the SSE keep-alives alone must carry the stream through. In the mode the docs advise
+against for long runs (`--stateless --json-response`) nginx answers 504 at 60 s, and the server must then close
+the upstream request within 1 s, or the run goes on, billed, with no one to receive it.
+
+Every case runs at the same time, so the test costs one 75 s run. The HAProxy configuration in the doc is the one
+tests/test_load_balancer.py runs (tests/lb/haproxy.cfg), checked here line by line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from .conftest import SLEEP, Emulator, HttpServer, call, closed_port, connect_http, http_server, inline, text_of
+
+pytestmark = pytest.mark.anyio
+
+NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
+ROOT = Path(__file__).parent.parent
+DOC = ROOT / "docs" / "deployment.md"
+WRAPPER = Path(__file__).parent / "proxy" / "nginx.conf"
+HAPROXY_CFG = Path(__file__).parent / "lb" / "haproxy.cfg"
+
+RUN_SECONDS = 75
+"""Longer than nginx's default proxy_read_timeout (60 s)."""
+PROXY_READ_TIMEOUT = 60
+CLIENT_TIMEOUT = 120.0
+"""The clients' own read timeout, past the run, so that what ends a call is the proxy and nothing else."""
+TEST_LIMIT = RUN_SECONDS + 45
+ERAS = ("legacy", "2026-07-28")
+SSE_MODES = {"stateful": (), "stateless": ("--stateless",)}
+JSON_MODE = ("--stateless", "--json-response")
+BARE_SITE = """
+server {
+    listen 80;
+    location / {
+        proxy_pass http://127.0.0.1:8000;
+    }
+}
+"""
+"""nginx as installed: every proxy setting left at its default (buffering on, HTTP/1.0 upstream, 60 s timeouts)."""
+
+
+def fenced(language: str) -> str:
+    """The one code block of docs/deployment.md in `language`."""
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(), flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, f"docs/deployment.md has {len(blocks)} {language} blocks, not one"
+    block: str = blocks[0]
+    return block
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"expected {old!r} once in the site config"
+    return text.replace(old, new)
+
+
+@dataclass
+class Proxy:
+    url: str
+    mcp: str
+
+
+@contextmanager
+def nginx(directory: Path, site: str, upstream: HttpServer) -> Iterator[Proxy]:
+    """nginx in the foreground in front of `upstream`, on a free loopback port, all its files in `directory`."""
+    assert NGINX is not None
+    directory.mkdir()
+    port = closed_port()
+    site = replace_once(site, "listen 80;", f"listen 127.0.0.1:{port};")
+    site = replace_once(site, "127.0.0.1:8000", upstream.url.removeprefix("http://"))
+    (directory / "site.conf").write_text(site)
+    shutil.copy(WRAPPER, directory / "nginx.conf")
+    # nginx started as root runs its workers as nobody, who could not write temporary files in this directory.
+    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    command = [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr", "-g", globals_]
+    url = f"http://127.0.0.1:{port}"
+    with (directory / "error.log").open("w") as log:
+        process = subprocess.Popen(command, stderr=log)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, (directory / "error.log").read_text()
+                try:
+                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.1)
+            yield Proxy(url, f"{url}/mcp")
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def sleep_for(marker: str) -> dict[str, Any]:
+    delay = inline("delay", uri="https://e.com/d", metadata={"seconds": RUN_SECONDS, "marker": marker})
+    return {"runnable_id": SLEEP, "resources": [delay]}
+
+
+def marker_of(entry: dict[str, Any]) -> str:
+    marker: str = entry["body"]["resources"][0]["resource"]["metadata"]["marker"]
+    return marker
+
+
+async def long_run(url: str, era: str, marker: str, outcomes: dict[str, str]) -> None:
+    """One 75 s call, without a progress token; its outcome (and time) in `outcomes`."""
+    started = time.monotonic()
+    try:
+        async with connect_http(url, era, timeout=CLIENT_TIMEOUT) as session:
+            result = await call(session, sleep_for(marker))
+    except Exception as exc:
+        outcomes[marker] = f"failed after {time.monotonic() - started:.1f} s: {type(exc).__name__}: {exc}"
+        return
+    outputs = (result.structured_content or {}).get("result", {}).get("outputs", {})
+    if result.is_error or outputs.get("slept_seconds") != RUN_SECONDS:
+        outcomes[marker] = f"wrong result after {time.monotonic() - started:.1f} s: {text_of(result)}"
+        return
+    outcomes[marker] = f"completed in {time.monotonic() - started:.1f} s"
+
+
+@dataclass
+class Abandoned:
+    statuses: list[int]
+    error: str
+    elapsed: float
+    """From the call to its failure, on the client's clock."""
+    failed_at: float
+    """When the client got the proxy's answer (monotonic, shared with the emulator's log on this machine)."""
+
+
+async def abandoned_run(url: str, era: str, marker: str, outcomes: dict[str, Abandoned]) -> None:
+    statuses: list[int] = []
+    async with connect_http(url, era, timeout=CLIENT_TIMEOUT, statuses=statuses) as session:
+        await session.list_tools()
+        started = time.monotonic()
+        with pytest.raises(MCPError) as error:
+            await session.call_tool("run_runnable", sleep_for(marker))
+        failed_at = time.monotonic()
+    outcomes[marker] = Abandoned(statuses, str(error.value), failed_at - started, failed_at)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install -y nginx)")
+async def test_a_75_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upstream_at_the_504_in_json_mode(
+    api: Emulator, tmp_path: Path
+) -> None:
+    sites = {"nginx defaults": BARE_SITE, "docs/deployment.md": fenced("nginx")}
+    completed: dict[str, str] = {}
+    abandoned: dict[str, Abandoned] = {}
+    with ExitStack() as stack:
+        # The doc's config passes the client's Host, which the server accepts once listed.
+        servers = {
+            mode: stack.enter_context(http_server(api, *flags, REFACTOR_HTTP_ALLOWED_HOSTS="127.0.0.1"))
+            for mode, flags in SSE_MODES.items()
+        }
+        json_server = stack.enter_context(http_server(api, *JSON_MODE))
+        proxies = {
+            (site, mode): stack.enter_context(nginx(tmp_path / f"{i}-{mode}", text, server))
+            for i, (site, text) in enumerate(sites.items())
+            for mode, server in servers.items()
+        }
+        json_proxy = stack.enter_context(nginx(tmp_path / "json", BARE_SITE, json_server))
+        with anyio.fail_after(TEST_LIMIT):
+            async with anyio.create_task_group() as calls:
+                for (site, mode), proxy in proxies.items():
+                    for era in ERAS:
+                        calls.start_soon(long_run, proxy.mcp, era, f"{site}/{mode}/{era}", completed)
+                for era in ERAS:
+                    calls.start_soon(abandoned_run, json_proxy.mcp, era, f"json/{era}", abandoned)
+    runs = {marker_of(entry): entry for entry in api.requests()}
+    print("\n" + "\n".join(f"{marker}: {outcome}" for marker, outcome in sorted(completed.items())))
+    for marker, outcome in sorted(abandoned.items()):
+        run = runs[marker]
+        closed = "never" if run["disconnected_at"] is None else f"{run['disconnected_at'] - outcome.failed_at:+.2f} s"
+        print(f"{marker}: {outcome.statuses[-1]} after {outcome.elapsed:.1f} s, upstream closed {closed} from it")
+
+    assert [o for o in completed.values() if not o.startswith("completed")] == [], completed
+    assert len(completed) == len(sites) * len(SSE_MODES) * len(ERAS)
+    for marker, outcome in abandoned.items():
+        assert outcome.statuses[-1] == 504, outcome
+        assert PROXY_READ_TIMEOUT - 1 < outcome.elapsed < RUN_SECONDS, outcome
+        run = runs[marker]
+        assert run["disconnected"], f"{marker}: the upstream run went on after the 504"
+        assert abs(run["disconnected_at"] - outcome.failed_at) < 1.0, (run, outcome)
+
+
+def directives(config: str) -> dict[str, list[str]]:
+    """An HAProxy configuration's directives by section (`defaults`, `backend replicas`...), comments left out."""
+    sections: dict[str, list[str]] = {}
+    section: list[str] = []
+    for line in config.splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if line[0].isspace():
+            section.append(" ".join(text.split()))
+        else:
+            section = sections.setdefault(text, [])
+    return sections
+
+
+def test_the_haproxy_config_in_the_docs_is_the_one_the_load_balancer_test_runs() -> None:
+    """Every directive the doc shows is in tests/lb/haproxy.cfg, in the same section, except addresses."""
+    tested = directives(HAPROXY_CFG.read_text())
+    documented = directives(fenced("haproxy"))
+    for name, lines in documented.items():
+        assert name in tested, f"section {name!r} of the doc is not in {HAPROXY_CFG.name}"
+        shown = [line for line in lines if line.split()[0] not in ("bind", "server")]
+        assert [line for line in shown if line not in tested[name]] == [], name
+        kinds = {line.split()[0] for line in lines if line.split()[0] in ("bind", "server")}
+        assert kinds == {line.split()[0] for line in tested[name] if line.split()[0] in ("bind", "server")}, name
