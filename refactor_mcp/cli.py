@@ -32,9 +32,11 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger("refactor_mcp").warning(warning)
 
 
-def _parser() -> argparse.ArgumentParser:
-    # Serve options are accepted with and without the `serve` word; SUPPRESS keeps an absent flag from
-    # overwriting one given at the other level.
+def _serve_options(*, dirs_per_flag: int | str) -> argparse.ArgumentParser:
+    """The serve options; `dirs_per_flag` is how many values one --allow-dir takes (argparse's nargs).
+
+    SUPPRESS keeps an absent flag from overwriting one given at the other level (with or without `serve`).
+    """
     serve_options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     serve_options.add_argument("--base-url", help="re-factor API base URL (env REFACTOR_BASE_URL)")
     serve_options.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env REFACTOR_LOG_LEVEL)")
@@ -42,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-dir",
         dest="allowed_dirs",
         action="extend",
-        nargs="*",
+        nargs=dirs_per_flag,
         metavar="DIR",
-        help="directories whose files `path` resources may read; give it last or repeat it (env REFACTOR_ALLOWED_DIRS)",
+        help="a directory whose files `path` resources may read; repeat it for more (env REFACTOR_ALLOWED_DIRS)",
     )
     serve_options.add_argument(
         "--runnables-file", help="TOML file of runnables to expose as named tools (env REFACTOR_RUNNABLES_FILE)"
@@ -75,27 +77,45 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
     )
+    return serve_options
 
+
+COMMANDS = {
+    "serve": "serve MCP over stdio (the default) or streamable HTTP",
+    "check": "check the configuration, the API and the key; print each problem with its fix",
+    "emulator": "run a local stand-in of the re-factor API (loopback only)",
+    "demo": "run the server against a local emulator and show what a user sees",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refactor-mcp",
-        description="MCP server for the re-factor API. Without a command, serves MCP over stdio.",
-        parents=[serve_options],
+        description="MCP server for the re-factor API. Without a command, serves MCP over stdio for an MCP client. "
+        "Set REFACTOR_API_KEY in the client's configuration, and run `refactor-mcp check` to test it.",
+        # Before a command, one value per --allow-dir, so that `--allow-dir DIR check` is the check command.
+        parents=[_serve_options(dirs_per_flag=1)],
     )
     parser.add_argument("--version", action="version", version=f"refactor-mcp {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{serve,check,emulator,demo}")
-    commands.add_parser("serve", help="serve MCP over stdio (the default) or streamable HTTP", parents=[serve_options])
-    commands.add_parser(
-        "check",
-        help="check the configuration, the API's reachability and the key; print each problem with its fix",
-        parents=[serve_options],
-    )
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
 
-    emulator = commands.add_parser("emulator", help="run a local stand-in of the re-factor API (loopback only)")
+    def command(name: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=COMMANDS[name],
+            description=COMMANDS[name][:1].upper() + COMMANDS[name][1:] + ".",
+            parents=parents,
+        )
+
+    # After a command, --allow-dir takes every DIR that follows: Claude Desktop passes a folder list that way.
+    greedy = _serve_options(dirs_per_flag="*")
+    command("serve", [greedy])
+    command("check", [greedy])
+    emulator = command("emulator", [])
     emulator.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     emulator.add_argument("--port", type=int, default=8787, help="port to bind; 0 picks a free one (default 8787)")
     emulator.add_argument("--api-key", help="bearer token the emulator accepts (default: emulator-key)")
-
-    commands.add_parser("demo", help="run the server against a local emulator and show what a user sees")
+    command("demo", [])
     return parser
 
 
@@ -162,6 +182,12 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.transport == "http":
         serve_http(settings)
         return 0
+    if sys.stdin.isatty():  # a person, not an MCP client, started it
+        print(
+            "refactor-mcp: MCP server for the re-factor API, waiting for an MCP client on stdin. To try it, run "
+            "`refactor-mcp demo`; to stop, press Ctrl-C.",
+            file=sys.stderr,
+        )
     try:
         anyio.run(serve_stdio, settings)
     except KeyboardInterrupt:
@@ -182,11 +208,19 @@ def _check(args: argparse.Namespace) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     from . import emulator
 
+    api_key = args.api_key or emulator.DEFAULT_API_KEY
+
     def ready(url: str) -> None:
+        # The URL comes first and alone on its line: scripts and tests read it from there.
         print(url, flush=True)
+        print(f"Emulator of the re-factor API. Use REFACTOR_BASE_URL={url} REFACTOR_API_KEY={api_key}")
+        print("Sample runnables:")
+        for runnable_id, what in emulator.SAMPLE_RUNNABLES.items():
+            print(f"  {runnable_id}  {what}")
+        print("Ctrl-C to stop.", flush=True)
 
     try:
-        anyio.run(lambda: emulator.serve(args.host, args.port, args.api_key or emulator.DEFAULT_API_KEY, ready))
+        anyio.run(lambda: emulator.serve(args.host, args.port, api_key, ready))
     except ValueError as exc:  # a non-loopback host
         print(f"refactor-mcp emulator: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import sys
 
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
@@ -121,8 +122,23 @@ def app_from_environment() -> ASGIApp:
     return graceful_app(Settings())
 
 
+def auth_mode(settings: Settings) -> str:
+    """How /mcp callers authenticate, in words for the start-up line."""
+    if settings.mcp_http_token is not None:
+        return "bearer token (REFACTOR_MCP_HTTP_TOKEN)"
+    return "none (loopback only: set REFACTOR_MCP_HTTP_TOKEN to require a token)"
+
+
 def serve_http(settings: Settings) -> None:
     """Listen until SIGTERM or SIGINT, then drain and let in-flight calls finish within the grace period."""
+    host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    base = f"http://{host}:{settings.http_port}"
+    print(
+        f"refactor-mcp: serving MCP at {base}{MCP_PATH} (health: {base}/healthz; auth: {auth_mode(settings)}). "
+        "Ctrl-C to stop.",
+        file=sys.stderr,
+        flush=True,
+    )
     if not is_loopback(settings.http_host) and not settings.http_allowed_hosts:
         logger.warning(
             "listening on %s with no REFACTOR_HTTP_ALLOWED_HOSTS: requests whose Host header is not a loopback name "

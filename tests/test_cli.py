@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from refactor_mcp import __version__
+from refactor_mcp.cli import COMMANDS
 
-from .conftest import API_KEY, Emulator, closed_port
+from .conftest import API_KEY, ECHO, Emulator, closed_port, http_server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,3 +94,76 @@ def test_check_reports_the_missing_key_when_the_host_does_not_resolve(api: Emula
     assert "no API key" in checked.stdout
     assert "cannot resolve refactor-mcp-test.invalid" in checked.stdout
     assert "2 problem(s) to fix" in checked.stdout
+
+
+def test_global_options_never_swallow_a_command(api: Emulator, tmp_path: Path) -> None:
+    checked = run(
+        "--allow-dir", str(tmp_path), "check", env={"REFACTOR_BASE_URL": api.url, "REFACTOR_API_KEY": API_KEY}
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"files under {tmp_path} can be sent by path" in checked.stdout
+    assert "Ready to serve." in checked.stdout
+
+
+def test_help_names_the_key_and_check_and_describes_each_command() -> None:
+    top = run("--help").stdout
+    assert "REFACTOR_API_KEY" in top
+    assert "refactor-mcp check" in top
+    for name, what in COMMANDS.items():
+        assert what[1:] + "." in " ".join(run(name, "--help").stdout.split()), name
+
+
+def test_the_stdio_server_started_from_a_terminal_says_what_it_waits_for(api: Emulator) -> None:
+    controller, terminal = pty.openpty()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "REFACTOR_BASE_URL": api.url},
+    )
+    os.close(terminal)
+    try:
+        assert server.stderr is not None
+        ready, _, _ = select.select([server.stderr], [], [], 20)  # the line comes before serving starts
+        first = server.stderr.readline() if ready else ""
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=20)
+        os.close(controller)
+    assert "waiting for an MCP client" in first
+    assert "refactor-mcp demo" in first
+    assert "Ctrl-C" in first
+
+
+def test_an_mcp_client_sees_no_terminal_hint(api: Emulator) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "refactor_mcp"], input="", capture_output=True, text=True, timeout=60, check=False
+    )
+    assert served.returncode == 0
+    assert served.stderr == ""
+    assert served.stdout == ""
+
+
+def test_the_http_server_prints_its_urls_and_auth_mode(api: Emulator) -> None:
+    with http_server(api) as server:
+        pass
+    assert server.process.stderr is not None
+    logs = server.process.stderr.read()
+    assert f"serving MCP at {server.mcp} (health: {server.url}/healthz; auth: bearer token" in logs
+
+
+def test_the_emulator_prints_its_url_key_and_sample_ids() -> None:
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp", "emulator", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert emulator.stdout is not None
+        lines = [emulator.stdout.readline() for _ in range(4)]
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+    assert lines[0].startswith("http://127.0.0.1:")
+    assert f"REFACTOR_BASE_URL={lines[0].strip()} REFACTOR_API_KEY=emulator-key" in lines[1]
+    assert ECHO in lines[3]
