@@ -202,7 +202,7 @@ async def connect_http(
     era: str = "legacy",
     token: str | None = TOKEN,
     statuses: list[int] | None = None,
-    timeout: float = 60,
+    http_timeout: float = 60,
 ) -> AsyncIterator[Session]:
     """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -212,7 +212,7 @@ async def connect_http(
             statuses.append(response.status_code)
 
     hooks = {"response": [record]}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(timeout), event_hooks=hooks) as http:
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(http_timeout), event_hooks=hooks) as http:
         transport = streamable_http_client(url, http_client=http)
         if era == "legacy":
             async with transport as (read, write), ClientSession(read, write) as session:

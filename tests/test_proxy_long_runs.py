@@ -1,14 +1,13 @@
-"""Long runs behind a real nginx (Debian's package, started by the test) with its default 60 s read timeout.
+"""Long runs behind real proxies started by the test, with their 60 s read timeouts: nginx (Debian's) and HAProxy.
 
-A run of 75 s, longer than nginx's proxy_read_timeout, must complete in each mode the docs recommend (SSE
-answers, stateful and stateless), in both protocol eras, behind nginx as installed (nothing but `proxy_pass`) and
-behind the configuration docs/deployment.md gives (read from the doc itself, so the doc shows what is tested).
-No progress token is sent: the SSE keep-alives alone must carry the stream through. In the mode the docs advise
-against for long runs (`--stateless --json-response`) nginx answers 504 at 60 s, and the server must then close
-the upstream request within 1 s, or the run goes on, billed, with no one to receive it.
-
-Every case runs at the same time, so the test costs one 75 s run. The HAProxy configuration in the doc is the one
-tests/test_load_balancer.py runs (tests/lb/haproxy.cfg), checked here line by line.
+A run of 75 s, longer than the proxies' read timeouts, must complete in each mode the docs recommend (SSE
+answers, stateful and stateless), in both protocol eras: behind nginx as installed (nothing but `proxy_pass`),
+behind the nginx configuration docs/deployment.md gives (read from the doc itself), and behind the doc's HAProxy
+configuration, which is tests/lb/haproxy.cfg (tests/test_load_balancer.py runs it too; the doc is checked against
+it directive by directive). No progress token is sent: the SSE keep-alives alone must carry the stream through.
+In the mode the docs advise against for long runs (`--stateless --json-response`) nginx answers 504 at 60 s, and
+the server must then close the upstream request within 1 s, or the run goes on, billed, with no one to receive it.
+Every case runs at the same time, so the test costs one 75 s run.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from .conftest import SLEEP, Emulator, HttpServer, call, closed_port, connect_http, http_server, inline, text_of
+from .conftest import ECHO, SLEEP, Emulator, HttpServer, call, closed_port, connect_http, http_server, inline, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +37,7 @@ ROOT = Path(__file__).parent.parent
 DOC = ROOT / "docs" / "deployment.md"
 WRAPPER = Path(__file__).parent / "proxy" / "nginx.conf"
 HAPROXY_CFG = Path(__file__).parent / "lb" / "haproxy.cfg"
+HAPROXY = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
 
 RUN_SECONDS = 75
 """Longer than nginx's default proxy_read_timeout (60 s)."""
@@ -48,6 +48,8 @@ TEST_LIMIT = RUN_SECONDS + 45
 ERAS = ("legacy", "2026-07-28")
 SSE_MODES = {"stateful": (), "stateless": ("--stateless",)}
 JSON_MODE = ("--stateless", "--json-response")
+SERVER_ENV = {"REFACTOR_HTTP_ALLOWED_HOSTS": "127.0.0.1", "REFACTOR_HTTP_DRAIN_SECONDS": "0"}
+"""The doc's nginx config passes the client's Host, which the server accepts once listed; no drain at the end."""
 BARE_SITE = """
 server {
     listen 80;
@@ -79,8 +81,30 @@ class Proxy:
 
 
 @contextmanager
-def nginx(directory: Path, site: str, upstream: HttpServer) -> Iterator[Proxy]:
-    """nginx in the foreground in front of `upstream`, on a free loopback port, all its files in `directory`."""
+def proxy(command: list[str], directory: Path, port: int, env: dict[str, str] | None = None) -> Iterator[Proxy]:
+    """A proxy in the foreground, logging to `directory`, ready once /healthz answers 200 through it."""
+    url = f"http://127.0.0.1:{port}"
+    with (directory / "proxy.log").open("w") as log:
+        process = subprocess.Popen(command, stderr=log, env={**os.environ, **(env or {})}, cwd=directory)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, (directory / "proxy.log").read_text()
+                try:
+                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"{command[0]} did not start"
+                time.sleep(0.1)
+            yield Proxy(url, f"{url}/mcp")
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def nginx(directory: Path, site: str, upstream: HttpServer) -> AbstractContextManager[Proxy]:
+    """nginx in front of `upstream` on a free loopback port, every file it writes in `directory`."""
     assert NGINX is not None
     directory.mkdir()
     port = closed_port()
@@ -91,24 +115,17 @@ def nginx(directory: Path, site: str, upstream: HttpServer) -> Iterator[Proxy]:
     # nginx started as root runs its workers as nobody, who could not write temporary files in this directory.
     globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
     command = [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr", "-g", globals_]
-    url = f"http://127.0.0.1:{port}"
-    with (directory / "error.log").open("w") as log:
-        process = subprocess.Popen(command, stderr=log)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                assert process.poll() is None, (directory / "error.log").read_text()
-                try:
-                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.1)
-            yield Proxy(url, f"{url}/mcp")
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    return proxy(command, directory, port)
+
+
+def haproxy(directory: Path, upstream: HttpServer) -> AbstractContextManager[Proxy]:
+    """HAProxy with tests/lb/haproxy.cfg (the doc's config), its three replicas all `upstream`."""
+    assert HAPROXY is not None
+    directory.mkdir()
+    port = closed_port()
+    replica = upstream.url.rsplit(":", 1)[1]
+    env = {"LB_DIR": str(directory), "LB_PORT": str(port)} | {f"REPLICA_{i}": replica for i in (1, 2, 3)}
+    return proxy([HAPROXY, "-f", str(HAPROXY_CFG), "-db"], directory, port, env)
 
 
 def sleep_for(marker: str) -> dict[str, Any]:
@@ -125,7 +142,7 @@ async def long_run(url: str, era: str, marker: str, outcomes: dict[str, str]) ->
     """One 75 s call, without a progress token; its outcome (and time) in `outcomes`."""
     started = time.monotonic()
     try:
-        async with connect_http(url, era, timeout=CLIENT_TIMEOUT) as session:
+        async with connect_http(url, era, http_timeout=CLIENT_TIMEOUT) as session:
             result = await call(session, sleep_for(marker))
     except Exception as exc:
         outcomes[marker] = f"failed after {time.monotonic() - started:.1f} s: {type(exc).__name__}: {exc}"
@@ -135,6 +152,20 @@ async def long_run(url: str, era: str, marker: str, outcomes: dict[str, str]) ->
         outcomes[marker] = f"wrong result after {time.monotonic() - started:.1f} s: {text_of(result)}"
         return
     outcomes[marker] = f"completed in {time.monotonic() - started:.1f} s"
+
+
+async def large_file(url: str, outcomes: dict[str, str]) -> None:
+    """A 2 MB text file: over nginx's default body limit (1 MiB), under the server's (4 MiB)."""
+    text = "word " * 400_000
+    try:
+        async with connect_http(url, "legacy") as session:
+            result = await call(session, {"runnable_id": ECHO, "resources": [inline("big", text=text)]})
+    except Exception as exc:
+        outcomes["docs/deployment.md/large file"] = f"failed: {type(exc).__name__}: {exc}"
+        return
+    outputs = (result.structured_content or {}).get("result", {}).get("outputs", {})
+    size = outputs["resources"][0]["size"] if not result.is_error else None
+    outcomes["docs/deployment.md/large file"] = "completed" if size == len(text) else f"failed: {text_of(result)}"
 
 
 @dataclass
@@ -149,7 +180,7 @@ class Abandoned:
 
 async def abandoned_run(url: str, era: str, marker: str, outcomes: dict[str, Abandoned]) -> None:
     statuses: list[int] = []
-    async with connect_http(url, era, timeout=CLIENT_TIMEOUT, statuses=statuses) as session:
+    async with connect_http(url, era, http_timeout=CLIENT_TIMEOUT, statuses=statuses) as session:
         await session.list_tools()
         started = time.monotonic()
         with pytest.raises(MCPError) as error:
@@ -166,26 +197,29 @@ async def test_a_75_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upst
     completed: dict[str, str] = {}
     abandoned: dict[str, Abandoned] = {}
     with ExitStack() as stack:
-        # The doc's config passes the client's Host, which the server accepts once listed.
         servers = {
-            mode: stack.enter_context(http_server(api, *flags, REFACTOR_HTTP_ALLOWED_HOSTS="127.0.0.1"))
-            for mode, flags in SSE_MODES.items()
+            mode: stack.enter_context(http_server(api, *flags, **SERVER_ENV)) for mode, flags in SSE_MODES.items()
         }
-        json_server = stack.enter_context(http_server(api, *JSON_MODE))
+        json_server = stack.enter_context(http_server(api, *JSON_MODE, **SERVER_ENV))
         proxies = {
             (site, mode): stack.enter_context(nginx(tmp_path / f"{i}-{mode}", text, server))
             for i, (site, text) in enumerate(sites.items())
             for mode, server in servers.items()
         }
+        if HAPROXY is not None:
+            proxies["haproxy (docs/deployment.md)", "stateless"] = stack.enter_context(
+                haproxy(tmp_path / "haproxy", servers["stateless"])
+            )
         json_proxy = stack.enter_context(nginx(tmp_path / "json", BARE_SITE, json_server))
         with anyio.fail_after(TEST_LIMIT):
             async with anyio.create_task_group() as calls:
-                for (site, mode), proxy in proxies.items():
+                for (site, mode), front in proxies.items():
                     for era in ERAS:
-                        calls.start_soon(long_run, proxy.mcp, era, f"{site}/{mode}/{era}", completed)
+                        calls.start_soon(long_run, front.mcp, era, f"{site}/{mode}/{era}", completed)
                 for era in ERAS:
                     calls.start_soon(abandoned_run, json_proxy.mcp, era, f"json/{era}", abandoned)
-    runs = {marker_of(entry): entry for entry in api.requests()}
+                calls.start_soon(large_file, proxies["docs/deployment.md", "stateless"].mcp, completed)
+    runs = {marker_of(entry): entry for entry in api.requests() if entry["runnable_id"] == SLEEP}
     print("\n" + "\n".join(f"{marker}: {outcome}" for marker, outcome in sorted(completed.items())))
     for marker, outcome in sorted(abandoned.items()):
         run = runs[marker]
@@ -193,7 +227,7 @@ async def test_a_75_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upst
         print(f"{marker}: {outcome.statuses[-1]} after {outcome.elapsed:.1f} s, upstream closed {closed} from it")
 
     assert [o for o in completed.values() if not o.startswith("completed")] == [], completed
-    assert len(completed) == len(sites) * len(SSE_MODES) * len(ERAS)
+    assert len(completed) == len(proxies) * len(ERAS) + 1
     for marker, outcome in abandoned.items():
         assert outcome.statuses[-1] == 504, outcome
         assert PROXY_READ_TIMEOUT - 1 < outcome.elapsed < RUN_SECONDS, outcome
