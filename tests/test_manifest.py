@@ -8,11 +8,14 @@ it, and starts the server exactly as Claude Desktop would from mcp_config.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Collection
 from pathlib import Path
@@ -131,14 +134,20 @@ def test_mcpb_validates_the_manifest() -> None:
 @needs_npx
 @pytest.mark.skipif(shutil.which("uv", path=str(Path(sys.executable).parent)) is None, reason="needs uv")
 async def test_the_packed_bundle_starts_as_claude_desktop_starts_it(api: Emulator, tmp_path: Path) -> None:
-    bundle = tmp_path / "refactor-mcp.mcpb"
-    packed = await anyio.run_process([str(ROOT / "scripts" / "build_bundle.sh"), str(bundle)], check=False)
-    assert packed.returncode == 0, packed.stdout + packed.stderr
+    packed = await anyio.run_process([str(ROOT / "scripts" / "build_bundle.sh"), str(tmp_path)], check=False)
+    report = packed.stdout.decode()
+    assert packed.returncode == 0, report + packed.stderr.decode()
+    # Validated once, with no warning for a valid icon, and named as mcpb reports it.
+    assert report.count("Manifest schema validation passes!") == 1, report
+    assert "Icon validation" not in report, report
+    bundle = tmp_path / f"{MANIFEST['name']}-{MANIFEST['version']}.mcpb"
+    assert f"filename: {bundle.name}" in report, report
     unpacked = tmp_path / "extension"
     with zipfile.ZipFile(bundle) as archive:
         names = archive.namelist()
         archive.extractall(unpacked)
     assert not [name for name in names if name.startswith(("tests/", ".venv/", ".git/", "bench/"))], names
+    assert "uv.lock" in names, "without the lock, the host's uv resolves the loose ranges at install time"
 
     allowed = tmp_path / "files"
     allowed.mkdir()
@@ -167,3 +176,23 @@ async def test_the_packed_bundle_starts_as_claude_desktop_starts_it(api: Emulato
     assert result.is_error is False, result.content
     assert result.structured_content is not None
     assert result.structured_content["result"]["outputs"]["total_words"] == 4
+    installed = installed_versions(unpacked / ".venv")
+    assert "mcp" in installed, installed
+    locked = locked_versions()
+    assert {name: locked.get(name) for name in installed} == installed, "the host must install what was tested"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions() -> dict[str, str]:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    return {package["name"]: package["version"] for package in lock["package"] if "version" in package}
+
+
+def installed_versions(venv: Path) -> dict[str, str]:
+    """What the host's uv installed into the bundle's environment, but for the server itself."""
+    site = [str(path) for path in venv.glob("**/site-packages")]
+    found = {canonical(dist.metadata["Name"]): dist.version for dist in importlib.metadata.distributions(path=site)}
+    return {name: version for name, version in found.items() if name != MANIFEST["name"]}
