@@ -36,7 +36,11 @@ class Finding:
 def _directories(settings: Settings) -> list[Finding]:
     findings = []
     for directory in settings.allowed_dirs:
-        if not directory.is_dir():
+        if directory.exists() and not directory.is_dir():
+            findings.append(
+                Finding(False, f"allowed directory {directory} is a file", f"allow its folder, {directory.parent}")
+            )
+        elif not directory.is_dir():
             findings.append(Finding(False, f"allowed directory {directory} does not exist", "create it, or remove it"))
         elif not os.access(directory, os.R_OK | os.X_OK):
             findings.append(Finding(False, f"allowed directory {directory} cannot be read", "fix its permissions"))

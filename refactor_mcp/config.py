@@ -11,6 +11,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -174,8 +175,15 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        """An http(s) URL with a host and no credentials, refused before any lookup with what to fix."""
+        parts = urlsplit(value)
+        if "@" in parts.netloc:  # never echoed: the part before @ may be a password
+            raise ValueError("must not carry credentials (user:password@): the API key goes in REFACTOR_API_KEY")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// URL with a host, such as {DEFAULT_BASE_URL}; got {value!r}"
+            )
+        parts.port  # noqa: B018 - raises "Port out of range" for a port past 65535
         return value.rstrip("/")
 
     @field_validator("allowed_dirs", mode="before")

@@ -167,3 +167,26 @@ def test_the_emulator_prints_its_url_key_and_sample_ids() -> None:
     assert lines[0].startswith("http://127.0.0.1:")
     assert f"REFACTOR_BASE_URL={lines[0].strip()} REFACTOR_API_KEY=emulator-key" in lines[1]
     assert ECHO in lines[3]
+
+
+@pytest.mark.parametrize("base_url", ["https://", "api.re-factor.ai", "ftp://api.test", "https://api.test:99999"])
+def test_check_refuses_a_malformed_base_url_before_any_lookup(base_url: str) -> None:
+    refused = run("check", env={"REFACTOR_BASE_URL": base_url, "REFACTOR_API_KEY": API_KEY})
+    assert refused.returncode == 2
+    assert "REFACTOR_BASE_URL" in refused.stderr
+    assert "resolve" not in refused.stdout + refused.stderr
+
+
+def test_credentials_in_the_base_url_are_refused_and_never_echoed() -> None:
+    refused = run("check", env={"REFACTOR_BASE_URL": "https://me:hunter2-secret@api.test"})
+    assert refused.returncode == 2
+    assert "must not carry credentials" in refused.stderr
+    assert "hunter2-secret" not in refused.stdout + refused.stderr
+
+
+def test_check_calls_a_file_given_as_a_directory_a_file(api: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    checked = check(api, API_KEY, None, "--allow-dir", str(tmp_path / "notes.txt"))
+    assert checked.returncode == 1
+    assert f"allowed directory {tmp_path / 'notes.txt'} is a file" in checked.stdout
+    assert f"allow its folder, {tmp_path}" in checked.stdout
