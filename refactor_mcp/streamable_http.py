@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import sys
 
 import uvicorn
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import shutdown
+from . import shutdown, telemetry
 from ._version import __version__
 from .config import Settings, is_loopback
 from .server import build_server
@@ -69,11 +70,20 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
+def host_forms(host: str) -> list[str]:
+    """The Host header values that name `host`: without a port (clients on 80/443 send none) and with any port,
+    unless a port is given."""
+    bare = host.removesuffix(":*")
+    if bare != host or not re.search(r":\d+$", bare):
+        return [bare, f"{bare}:*"]
+    return [host]
+
+
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """Host and Origin checks for every bind: loopback names, the bound address, and what is configured."""
-    hosts = [*LOOPBACK_HOSTS, *settings.http_allowed_hosts]
+    hosts = [*LOOPBACK_HOSTS, *(form for host in settings.http_allowed_hosts for form in host_forms(host))]
     if not is_loopback(settings.http_host) and settings.http_host not in ("0.0.0.0", "::"):  # noqa: S104
-        hosts.append(f"{settings.http_host}:*")
+        hosts += host_forms(settings.http_host)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
@@ -100,7 +110,7 @@ def create_app(settings: Settings) -> Starlette:
         max_request_body_size=settings.http_max_body_bytes,
         transport_security=transport_security(settings),
         host=settings.http_host,
-        custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"])],
+        custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"]), *telemetry.routes()],
     )
     if settings.mcp_http_token is not None:
         app.add_middleware(BearerToken, token=settings.mcp_http_token.get_secret_value())

@@ -194,3 +194,14 @@ def test_json_answers_with_a_long_read_timeout_are_warned_about_at_start(
     logs = server.process.stderr.read()
     assert ("WARNING" in logs and "For long runs, serve SSE answers (drop --json-response)" in logs) is warned
     assert ("--json-response: an answer is one JSON body" in logs) is warned
+
+
+@pytest.mark.parametrize(
+    ("host", "status"), [("mcp.example.com", 200), ("mcp.example.com:8443", 200), ("evil.test", 421)]
+)
+def test_an_allowed_host_is_accepted_with_or_without_a_port(api: Emulator, host: str, status: int) -> None:
+    # Clients on the default port (443 behind a balancer) send a Host header without one.
+    with http_server(api, REFACTOR_HTTP_ALLOWED_HOSTS="mcp.example.com") as server:
+        headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "Host": host}
+        answer = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
+    assert answer.status_code == status, answer.text
