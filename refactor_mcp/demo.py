@@ -7,9 +7,9 @@ what a user's assistant would see.
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
+from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -20,12 +20,16 @@ from . import emulator
 _TEXT = "re-factor runs AI workflows; refactor-mcp lets any MCP client run them."
 
 
-def _show(title: str, result: CallToolResult) -> None:
+async def _call(client: Client, title: str, arguments: dict[str, Any]) -> CallToolResult:
+    """Call run_runnable, showing what an assistant sends and what it gets back."""
     print(f"\n== {title} ==")
+    print("run_runnable(" + json.dumps(arguments, indent=2) + ")")
+    result = await client.call_tool("run_runnable", arguments)
     print(f"isError: {result.is_error}")
     for block in result.content:
         print(getattr(block, "text", block))
     print("structuredContent.status:", (result.structured_content or {}).get("status"))
+    return result
 
 
 async def run_demo() -> int:
@@ -54,25 +58,23 @@ async def run_demo() -> int:
             for tool in tools.tools:
                 print(f"Tool: {tool.name}: {tool.description}")
 
-            document = "data:text/plain;base64," + base64.b64encode(_TEXT.encode()).decode()
-            completed = await client.call_tool(
-                "run_runnable",
-                {
-                    "runnable_id": emulator.WORD_COUNT_ID,
-                    "resources": [
-                        {
-                            "name": "document",
-                            "resource": {"name": "intro.txt", "directory_path": "/demo", "content": document},
-                        }
-                    ],
-                },
+            document = {"name": "intro.txt", "directory_path": "/demo", "text": _TEXT}
+            completed = await _call(
+                client,
+                "A run that completes (the word-count sample)",
+                {"runnable_id": emulator.WORD_COUNT_ID, "resources": [{"name": "document", "resource": document}]},
             )
-            _show("A run that completes (the word-count sample)", completed)
-            failed = await client.call_tool("run_runnable", {"runnable_id": emulator.FAIL_ID})
-            _show("A run that fails (the always-fail sample)", failed)
+            failed = await _call(client, "A run that fails (the always-fail sample)", {"runnable_id": emulator.FAIL_ID})
             print("\nFull structuredContent of the failed run:")
             print(json.dumps(failed.structured_content, indent=2))
         tasks.cancel_scope.cancel()
     ok = not completed.is_error and failed.is_error
-    print("\nDemo finished: one completed run, one failed run." if ok else "\nDemo did not go as expected.")
-    return 0 if ok else 1
+    if not ok:
+        print("\nDemo did not go as expected.")
+        return 1
+    print(
+        "\nDemo finished: one completed run, one failed run.\n"
+        "Next: add refactor-mcp to your MCP client with REFACTOR_API_KEY in its configuration (see the README), "
+        "then run `refactor-mcp check` to confirm the key and the API."
+    )
+    return 0

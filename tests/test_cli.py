@@ -190,3 +190,13 @@ def test_check_calls_a_file_given_as_a_directory_a_file(api: Emulator, tmp_path:
     assert checked.returncode == 1
     assert f"allowed directory {tmp_path / 'notes.txt'} is a file" in checked.stdout
     assert f"allow its folder, {tmp_path}" in checked.stdout
+
+
+def test_the_demo_shows_what_it_sends_and_the_next_step() -> None:
+    demo = run("demo")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "run_runnable({" in demo.stdout
+    assert '"text": "re-factor runs AI workflows' in demo.stdout, "the demo uses the source the tool recommends"
+    assert '"total_words": 11' in demo.stdout
+    assert "ended with status failed" in demo.stdout
+    assert demo.stdout.rstrip().endswith("run `refactor-mcp check` to confirm the key and the API.")
