@@ -114,6 +114,10 @@ def run_check(settings: Settings) -> int:
         findings.append(Finding(True, f"runnables file {settings.runnables_file} is valid; tools: {names}"))
     findings += _directories(settings)
     findings += anyio.run(_api, settings)
+    if settings.oauth_issuer is not None:
+        from .oauth import findings as oauth_findings  # here: oauth imports this module's Finding
+
+        findings += anyio.run(oauth_findings, settings)
     for finding in findings:
         print(
             f"{finding.mark or ('ok' if finding.ok else 'FIX'):4} {finding.what}"

@@ -73,6 +73,14 @@ def _serve_options(*, dirs_per_flag: int | str) -> argparse.ArgumentParser:
         "(default 5)",
     )
     serve_options.add_argument(
+        "--public-url",
+        dest="http_public_url",
+        help="HTTP: the MCP endpoint's public URL, e.g. https://mcp.example.com/mcp (env REFACTOR_HTTP_PUBLIC_URL)",
+    )
+    serve_options.add_argument(
+        "--oauth-issuer", help="HTTP: accept OAuth access tokens from this issuer (env REFACTOR_OAUTH_ISSUER)"
+    )
+    serve_options.add_argument(
         "--read-timeout-seconds",
         type=float,
         help="how long to wait for a run that sets no timeout_seconds (env REFACTOR_READ_TIMEOUT_SECONDS)",
@@ -132,6 +140,8 @@ SETTINGS_FLAGS = (
     "http_json_response",
     "http_workers",
     "http_drain_seconds",
+    "http_public_url",
+    "oauth_issuer",
 )
 """Flags whose destination is a Settings field: they override the environment."""
 

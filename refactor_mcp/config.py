@@ -20,7 +20,7 @@ from .redaction import Redactor, secret_problem
 
 DEFAULT_BASE_URL = "https://api.re-factor.ai"
 
-SECRETS = ("api_key", "mcp_http_token")
+SECRETS = ("api_key", "mcp_http_token", "oauth_client_secret")
 """Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside, redacted."""
 
 MAX_WAIT_SECONDS = 24 * 60 * 60
@@ -38,6 +38,29 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+OAUTH_DETAILS = (
+    "oauth_audience",
+    "oauth_required_scopes",
+    "oauth_jwks_url",
+    "oauth_introspection_url",
+    "oauth_client_id",
+    "oauth_client_secret",
+)
+"""OAuth settings that mean nothing without REFACTOR_OAUTH_ISSUER."""
+
+
+def _oauth_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an OAuth endpoint: tokens and secrets travel only over TLS, or on this machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an https:// URL with a host; got {url!r}"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@)"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return f"must use https:// (http:// only on a loopback address); got {url!r}"
+    return None
 
 
 class Settings(BaseSettings):
@@ -133,6 +156,32 @@ class Settings(BaseSettings):
         description="On SIGTERM, how long in-flight HTTP calls get to finish after the listener closes.",
     )
 
+    http_public_url: str | None = Field(
+        default=None,
+        description="Public URL of the MCP endpoint, such as https://mcp.example.com/mcp. With OAuth: default "
+        "http://HOST:PORT/mcp on a loopback bind, required on any other.",
+    )
+    oauth_issuer: str | None = Field(
+        default=None,
+        description="OAuth: the authorization server's issuer, exactly as it names itself; turns OAuth on.",
+    )
+    oauth_audience: str | None = Field(
+        default=None, description="OAuth: the audience access tokens must carry (default: the public URL)."
+    )
+    oauth_required_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="OAuth: scopes every access token must carry (space-separated)."
+    )
+    oauth_jwks_url: str | None = Field(
+        default=None, description="OAuth: the issuer's JWKS URL (default: from its metadata)."
+    )
+    oauth_introspection_url: str | None = Field(
+        default=None, description="OAuth: RFC 7662 introspection endpoint, to accept opaque access tokens."
+    )
+    oauth_client_id: str | None = Field(default=None, description="OAuth: this server's client ID for introspection.")
+    oauth_client_secret: SecretStr | None = Field(
+        default=None, description="OAuth: this server's client secret for introspection."
+    )
+
     _trimmed: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="wrap")
@@ -218,7 +267,7 @@ class Settings(BaseSettings):
             self.mcp_http_token = SecretStr(token)
         if self.transport != "http":
             return self
-        if self.mcp_http_token is None and not is_loopback(self.http_host):
+        if self.mcp_http_token is None and self.oauth_issuer is None and not is_loopback(self.http_host):
             raise ValueError(
                 f"refusing to listen on {self.http_host} without an access token: anyone who can reach it could run "
                 "runnables on your API key. Set REFACTOR_MCP_HTTP_TOKEN (or REFACTOR_MCP_HTTP_TOKEN_FILE), or listen "
@@ -226,6 +275,46 @@ class Settings(BaseSettings):
             )
         if self.http_workers > 1 and not self.http_stateless:
             raise ValueError("several workers need stateless mode (--stateless): a session lives in one process")
+        return self
+
+    @field_validator("oauth_required_scopes", mode="before")
+    @classmethod
+    def _split_spaces(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _oauth(self) -> Settings:
+        """OAuth settings that hang together; the public URL filled in where a loopback bind implies it."""
+        for name in ("http_public_url", "oauth_issuer", "oauth_jwks_url", "oauth_introspection_url"):
+            if (url := getattr(self, name)) is not None and (problem := _oauth_url_problem(url)):
+                raise ValueError(f"REFACTOR_{name.upper()} {problem}")
+        if self.oauth_issuer is None:
+            if stray := [f"REFACTOR_{name.upper()}" for name in OAUTH_DETAILS if getattr(self, name)]:
+                raise ValueError(
+                    f"{', '.join(stray)} take effect only with OAuth: set REFACTOR_OAUTH_ISSUER to your authorization "
+                    "server's issuer, or unset them"
+                )
+            return self
+        if self.http_public_url is None:
+            if not is_loopback(self.http_host) or self.http_port == 0:
+                raise ValueError(
+                    f"with OAuth, listening on {self.http_host} port {self.http_port}, set REFACTOR_HTTP_PUBLIC_URL to "
+                    "the URL clients reach the MCP endpoint at, such as https://mcp.example.com/mcp: tokens and "
+                    "metadata name this resource by it"
+                )
+            host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+            self.http_public_url = f"http://{host}:{self.http_port}/mcp"
+        credentials = (self.oauth_client_id is not None, self.oauth_client_secret is not None)
+        if self.oauth_introspection_url is not None and not all(credentials):
+            raise ValueError(
+                "REFACTOR_OAUTH_INTROSPECTION_URL needs REFACTOR_OAUTH_CLIENT_ID and REFACTOR_OAUTH_CLIENT_SECRET: "
+                "the credentials this server presents to the introspection endpoint"
+            )
+        if self.oauth_introspection_url is None and any(credentials):
+            raise ValueError(
+                "REFACTOR_OAUTH_CLIENT_ID and REFACTOR_OAUTH_CLIENT_SECRET are used only for introspection: set "
+                "REFACTOR_OAUTH_INTROSPECTION_URL too, or unset them"
+            )
         return self
 
     @field_validator("log_level", mode="before")

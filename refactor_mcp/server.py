@@ -22,6 +22,7 @@ from mcp.types import (
 )
 
 from ._version import __version__
+from .caller import log_caller
 from .cancellation import CallWatch
 from .client import RefactorClient
 from .config import Settings
@@ -68,6 +69,7 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
         tool = tools.get(params.name)
         if tool is None:
             raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {', '.join(tools)}.")
+        log_caller(ctx.request, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
         return await watch.run(ctx, partial(call_tool, tool, ctx.lifespan_context, resolver, params.arguments, report))

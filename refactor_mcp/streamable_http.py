@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+from urllib.parse import urlsplit
 
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
@@ -27,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import shutdown, telemetry
+from . import oauth, shutdown, telemetry
 from ._version import __version__
 from .config import Settings, is_loopback
 from .server import build_server
@@ -84,6 +85,8 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     hosts = [*LOOPBACK_HOSTS, *(form for host in settings.http_allowed_hosts for form in host_forms(host))]
     if not is_loopback(settings.http_host) and settings.http_host not in ("0.0.0.0", "::"):  # noqa: S104
         hosts += host_forms(settings.http_host)
+    if settings.http_public_url is not None:
+        hosts += host_forms(urlsplit(settings.http_public_url).netloc)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
@@ -110,9 +113,15 @@ def create_app(settings: Settings) -> Starlette:
         max_request_body_size=settings.http_max_body_bytes,
         transport_security=transport_security(settings),
         host=settings.http_host,
-        custom_starlette_routes=[Route("/healthz", healthz, methods=["GET"]), *telemetry.routes()],
+        custom_starlette_routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            *telemetry.routes(),
+            *(oauth.metadata_routes(settings) if settings.oauth_issuer else []),
+        ],
     )
-    if settings.mcp_http_token is not None:
+    if settings.oauth_issuer is not None:
+        app.add_middleware(oauth.Gate, settings=settings, path=MCP_PATH)  # accepts the static token too
+    elif settings.mcp_http_token is not None:
         app.add_middleware(BearerToken, token=settings.mcp_http_token.get_secret_value())
     return app
 
@@ -134,6 +143,9 @@ def app_from_environment() -> ASGIApp:
 
 def auth_mode(settings: Settings) -> str:
     """How /mcp callers authenticate, in words for the start-up line."""
+    if settings.oauth_issuer is not None:
+        static = " or REFACTOR_MCP_HTTP_TOKEN" if settings.mcp_http_token is not None else ""
+        return f"OAuth access tokens from {settings.oauth_issuer} for {settings.http_public_url}{static}"
     if settings.mcp_http_token is not None:
         return "bearer token (REFACTOR_MCP_HTTP_TOKEN)"
     return "none (loopback only: set REFACTOR_MCP_HTTP_TOKEN to require a token)"
@@ -149,7 +161,7 @@ def serve_http(settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
-    if not is_loopback(settings.http_host) and not settings.http_allowed_hosts:
+    if not is_loopback(settings.http_host) and not settings.http_allowed_hosts and not settings.http_public_url:
         logger.warning(
             "listening on %s with no REFACTOR_HTTP_ALLOWED_HOSTS: requests whose Host header is not a loopback name "
             "or %s get 421",

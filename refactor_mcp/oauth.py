@@ -1,0 +1,423 @@
+"""OAuth 2.1 resource server: who may call /mcp when an organisation's authorization server issues the tokens.
+
+Remote-connector clients (Claude, ChatGPT) authenticate with OAuth only, so a shared deployment names its
+authorization server (REFACTOR_OAUTH_ISSUER) and accepts the access tokens it issues for this resource. The SDK
+gives the pieces around a verifier: the backend that reads the bearer header, the context that carries the
+caller, and the RFC 9728 metadata document at the path-suffixed URL. This module adds what it lacks:
+- the verifier: JWT access tokens checked locally against the issuer's JWKS (PyJWT does all the cryptography),
+  opaque ones by RFC 7662 introspection, and the static REFACTOR_MCP_HTTP_TOKEN beside both (agents keep it);
+- the metadata document at the root well-known URL too, a fallback MCP clients try;
+- refusals as RFC 6750 and the MCP specification want them: 401 naming the metadata URL (and `invalid_token`
+  only when a token was sent), 403 naming the scope needed.
+Tokens are never logged, and never forwarded upstream: the API key comes only from this server's configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import math
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+import httpx2
+import jwt
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .check import Finding
+from .config import Settings
+
+logger = logging.getLogger(__name__)
+
+LEEWAY_SECONDS = 60
+"""Clock skew tolerated on `exp` and `nbf`."""
+REFETCH_SECONDS = 30.0
+"""An unknown key ID refetches the JWKS at most this often: a rotated key is accepted within twice this, and a
+stream of made-up key IDs cannot turn this server into a flood against the authorization server."""
+INTROSPECTION_CACHE_SECONDS = 10.0
+"""How long an introspection answer is reused: a revoked opaque token stops working within this."""
+INTROSPECTION_CACHE_SIZE = 10_000
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""Signatures accepted: only the issuer's private key makes them. `none` and HS* (a shared secret, or a public
+key misused as one) are refused."""
+STATIC_CLIENT = "static-token"
+"""The client_id given to callers that present REFACTOR_MCP_HTTP_TOKEN."""
+ROOT_METADATA_PATH = "/.well-known/oauth-protected-resource"
+FETCH_TIMEOUT = httpx2.Timeout(10.0)
+
+_URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
+"""URLs kept as configured: an issuer compares as a string, so no slash may be added to it."""
+
+
+class Refused(Exception):
+    """A token that is not accepted; the message says why, never shows the token."""
+
+
+class IssuerUnavailable(Exception):
+    """The authorization server's metadata, keys or introspection could not be had."""
+
+
+def audience(settings: Settings) -> str:
+    """What access tokens must be issued for."""
+    assert settings.http_public_url is not None  # filled in by Settings whenever OAuth is on
+    return settings.oauth_audience or settings.http_public_url
+
+
+def metadata_url(settings: Settings) -> str:
+    """The absolute URL of this resource's RFC 9728 metadata, as 401 answers name it."""
+    return str(build_resource_metadata_url(_URL.validate_python(settings.http_public_url)))
+
+
+def issuer_metadata_urls(issuer: str) -> list[str]:
+    """Where an issuer publishes its metadata: RFC 8414 (inserted before the path), then OpenID (appended)."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return [
+        f"{origin}/.well-known/oauth-authorization-server{path}",
+        f"{origin}{path}/.well-known/openid-configuration",
+    ]
+
+
+async def fetch_issuer_metadata(http: httpx2.AsyncClient, issuer: str) -> tuple[str, dict[str, Any]]:
+    """The first metadata document that names `issuer` exactly, and where it was found."""
+    seen = []
+    for url in issuer_metadata_urls(issuer):
+        try:
+            response = await http.get(url)
+            document = response.json() if response.status_code == 200 else None
+        except httpx2.HTTPError as exc:
+            raise IssuerUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            seen.append(f"{url}: HTTP {response.status_code}" + (", not JSON" if response.status_code == 200 else ""))
+        elif document.get("issuer") != issuer:
+            seen.append(f"{url} names issuer {document.get('issuer')!r}")
+        else:
+            return url, document
+    raise IssuerUnavailable(
+        f"no metadata names the issuer {issuer!r} ({'; '.join(seen)}). REFACTOR_OAUTH_ISSUER must be the issuer "
+        "exactly as the authorization server names itself, trailing slash included or not"
+    )
+
+
+async def fetch_jwks(http: httpx2.AsyncClient, url: str) -> jwt.PyJWKSet:
+    try:
+        response = await http.get(url)
+    except httpx2.HTTPError as exc:
+        raise IssuerUnavailable(f"cannot reach the JWKS at {url}: {type(exc).__name__}: {exc}") from None
+    if response.status_code != 200:
+        raise IssuerUnavailable(f"the JWKS at {url} answered HTTP {response.status_code}")
+    try:
+        return jwt.PyJWKSet.from_dict(response.json())
+    except (ValueError, jwt.PyJWTError) as exc:
+        raise IssuerUnavailable(f"the JWKS at {url} holds no usable key: {exc}") from None
+
+
+class SigningKeys:
+    """The issuer's signing keys, cached; an unknown key ID refetches them, at most once per REFETCH_SECONDS."""
+
+    def __init__(self, http: httpx2.AsyncClient, issuer: str, jwks_url: str | None) -> None:
+        self._http = http
+        self._issuer = issuer
+        self._jwks_url = jwks_url
+        self._keys: jwt.PyJWKSet | None = None
+        self._fetched_at = -math.inf
+        self._lock = anyio.Lock()
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        if (found := self._find(kid)) is not None:
+            return found
+        async with self._lock:
+            # Whoever held the lock may have fetched the key this request waits for.
+            if (found := self._find(kid)) is None and time.monotonic() - self._fetched_at >= REFETCH_SECONDS:
+                self._fetched_at = time.monotonic()
+                self._keys = await fetch_jwks(self._http, await self._url())
+                found = self._find(kid)
+        if found is None:
+            raise Refused(f"no key {kid!r} in the issuer's JWKS (fetched at most every {REFETCH_SECONDS:g} s)")
+        return found
+
+    async def _url(self) -> str:
+        if self._jwks_url is None:
+            where, document = await fetch_issuer_metadata(self._http, self._issuer)
+            if not isinstance(document.get("jwks_uri"), str):
+                raise IssuerUnavailable(f"{where} names no jwks_uri: set REFACTOR_OAUTH_JWKS_URL")
+            self._jwks_url = document["jwks_uri"]
+        return self._jwks_url
+
+    def _find(self, kid: str | None) -> jwt.PyJWK | None:
+        keys = self._keys.keys if self._keys is not None else []
+        if kid is None:  # a token without a key ID is checked only against a lone key
+            return keys[0] if len(keys) == 1 else None
+        return next((key for key in keys if key.key_id == kid), None)
+
+
+class Introspection:
+    """RFC 7662 answers for opaque tokens, each reused for at most INTROSPECTION_CACHE_SECONDS."""
+
+    def __init__(self, http: httpx2.AsyncClient, settings: Settings) -> None:
+        # Settings refuse an introspection URL without both credentials.
+        assert settings.oauth_introspection_url is not None
+        assert settings.oauth_client_id is not None
+        assert settings.oauth_client_secret is not None
+        self._http = http
+        self._url = settings.oauth_introspection_url
+        # client_secret_basic: each part form-encoded, then Base64 (RFC 6749 section 2.3.1).
+        pair = f"{quote(settings.oauth_client_id, safe='')}:{quote(settings.oauth_client_secret.get_secret_value())}"
+        self._authorization = f"Basic {base64.b64encode(pair.encode()).decode()}"
+        self._cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
+
+    async def answer(self, token: str) -> dict[str, Any]:
+        """The endpoint's answer about `token`; only a hash of the token is kept."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.monotonic()
+        if (cached := self._cache.get(digest)) is not None and cached[0] > now:
+            return cached[1]
+        answer = await self.ask(token)
+        if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
+            self._cache = {key: entry for key, entry in self._cache.items() if entry[0] > now}
+            if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
+                self._cache.clear()
+        self._cache[digest] = (now + INTROSPECTION_CACHE_SECONDS, answer)
+        return answer
+
+    async def ask(self, token: str) -> dict[str, Any]:
+        try:
+            response = await self._http.post(
+                self._url,
+                data={"token": token, "token_type_hint": "access_token"},
+                headers={"Authorization": self._authorization, "Accept": "application/json"},
+            )
+        except httpx2.HTTPError as exc:
+            raise IssuerUnavailable(f"cannot reach introspection at {self._url}: {type(exc).__name__}") from None
+        if response.status_code in (400, 401, 403):
+            raise IssuerUnavailable(
+                f"the introspection endpoint {self._url} refused this server's credentials (HTTP "
+                f"{response.status_code}): check REFACTOR_OAUTH_CLIENT_ID and REFACTOR_OAUTH_CLIENT_SECRET"
+            )
+        try:
+            answer = response.json() if response.status_code == 200 else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise IssuerUnavailable(f"introspection at {self._url} answered HTTP {response.status_code}, not JSON")
+        return answer
+
+
+def _scopes(claims: dict[str, Any]) -> list[str]:
+    """Scopes from `scope` (space-separated) or `scp` (an array, or a string as Entra ID sends it)."""
+    granted = claims.get("scope", claims.get("scp", ""))
+    if isinstance(granted, str):
+        return granted.split()
+    return [str(scope) for scope in granted] if isinstance(granted, list) else []
+
+
+def _access_token(token: str, claims: dict[str, Any]) -> AccessToken:
+    # The client: RFC 9068 client_id, or azp (Keycloak, Auth0, Entra v2), cid (Okta), appid (Entra v1).
+    client = next((claims[name] for name in ("client_id", "azp", "cid", "appid") if claims.get(name)), "")
+    subject = claims.get("sub")
+    return AccessToken(
+        token=token,
+        client_id=str(client),
+        scopes=_scopes(claims),
+        # None: `exp` was checked here with leeway, and the SDK would check it again with none.
+        expires_at=None,
+        subject=str(subject) if subject is not None else None,
+        claims={"iss": claims.get("iss")},
+    )
+
+
+class Verifier(TokenVerifier):
+    """Accepts the static token, JWT access tokens for this audience from the issuer, and active opaque tokens."""
+
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
+        assert settings.oauth_issuer is not None
+        self._issuer = settings.oauth_issuer
+        self._audience = audience(settings)
+        self._scopes = settings.oauth_required_scopes
+        self._static = settings.mcp_http_token.get_secret_value().encode() if settings.mcp_http_token else None
+        self._keys = SigningKeys(http, self._issuer, settings.oauth_jwks_url)
+        self._introspection = Introspection(http, settings) if settings.oauth_introspection_url else None
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if self._static is not None and hmac.compare_digest(token.encode(), self._static):
+            # The static token stands for a trusted agent: it carries every required scope.
+            return AccessToken(token=token, client_id=STATIC_CLIENT, scopes=self._scopes)
+        try:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.DecodeError:
+                return await self._opaque(token)
+            return await self._jwt(token, header)
+        except Refused as refusal:
+            logger.info("access token refused: %s", refusal)
+        except IssuerUnavailable as exc:
+            logger.warning("cannot check an access token: %s", exc)
+        return None
+
+    async def _jwt(self, token: str, header: dict[str, Any]) -> AccessToken:
+        algorithm = header.get("alg")
+        if algorithm not in ASYMMETRIC_ALGORITHMS:
+            raise Refused(f"a JWT signed with {algorithm!r}: only asymmetric signatures are accepted")
+        key = await self._keys.key(header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Refused(f"a JWT: {exc}") from None
+        return _access_token(token, claims)
+
+    async def _opaque(self, token: str) -> AccessToken:
+        if self._introspection is None:
+            raise Refused("not a JWT, and no REFACTOR_OAUTH_INTROSPECTION_URL to check an opaque token with")
+        answer = await self._introspection.answer(token)
+        if answer.get("active") is not True:
+            raise Refused("an opaque token the introspection endpoint calls inactive (expired, revoked or unknown)")
+        if "iss" in answer and answer["iss"] != self._issuer:
+            raise Refused(f"an opaque token from issuer {answer['iss']!r}")
+        audiences = answer.get("aud", [self._audience])
+        if self._audience not in (audiences if isinstance(audiences, list) else [audiences]):
+            raise Refused(f"an opaque token for audience {audiences!r}, not {self._audience!r}")
+        if isinstance(answer.get("exp"), int | float) and answer["exp"] + LEEWAY_SECONDS < time.time():
+            raise Refused("an opaque token that has expired")
+        return _access_token(token, answer)
+
+
+class RequireToken:
+    """ASGI app in front of /mcp: an authenticated caller with every required scope, or a refusal that says
+    where to get a token (401) or which scope to ask for (403)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self._scopes = settings.oauth_required_scopes
+        self._metadata = metadata_url(settings)
+        self._static = settings.mcp_http_token is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):
+            sent = any(name == b"authorization" for name, _ in scope["headers"])
+            how = "an OAuth access token for this server" + (" or REFACTOR_MCP_HTTP_TOKEN" if self._static else "")
+            if sent:
+                await self._refuse(send, 401, "invalid_token", f"The token was not accepted: send {how}.")
+            else:
+                # RFC 6750 section 3.1: no error code when no credentials were sent.
+                await self._refuse(send, 401, None, f"Send Authorization: Bearer <{how}>.")
+            return
+        if missing := [name for name in self._scopes if name not in user.scopes]:
+            await self._refuse(
+                send, 403, "insufficient_scope", f"The token lacks the scope {' '.join(missing)}: ask for it."
+            )
+            return
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, status: int, error: str | None, description: str) -> None:
+        parameters = [f'error="{error}"'] if error else []
+        if self._scopes:
+            parameters.append(f'scope="{" ".join(self._scopes)}"')
+        parameters += [f'resource_metadata="{self._metadata}"', f'error_description="{description}"']
+        body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", f"Bearer {', '.join(parameters)}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """ASGI middleware: requests under `path` need an accepted token (see Verifier); others pass (health,
+    metadata)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, path: str) -> None:
+        self.app = app
+        self._path = path
+        verifier = Verifier(settings, httpx2.AsyncClient(timeout=FETCH_TIMEOUT))
+        required = RequireToken(app, settings)
+        self._guarded = AuthenticationMiddleware(AuthContextMiddleware(required), backend=BearerAuthBackend(verifier))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._path):
+            await self._guarded(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def metadata_routes(settings: Settings) -> list[Route]:
+    """The RFC 9728 document at the public URL's path-suffixed well-known URL (the SDK's route) and at the root."""
+    assert settings.oauth_issuer is not None
+    routes = create_protected_resource_routes(
+        resource_url=_URL.validate_python(settings.http_public_url),
+        authorization_servers=[_URL.validate_python(settings.oauth_issuer)],
+        scopes_supported=settings.oauth_required_scopes or None,
+    )
+    if routes[0].path == ROOT_METADATA_PATH:
+        return routes
+    return [*routes, Route(ROOT_METADATA_PATH, endpoint=routes[0].endpoint, methods=["GET", "OPTIONS"])]
+
+
+async def findings(settings: Settings) -> list[Finding]:
+    """`check`: the OAuth settings, the issuer's metadata and keys, and the introspection credentials."""
+    if settings.oauth_issuer is None:
+        return []
+    scopes = " ".join(settings.oauth_required_scopes) or "none"
+    found = [
+        Finding(
+            True,
+            f"OAuth: tokens from {settings.oauth_issuer} for {audience(settings)}, required scopes: {scopes}; "
+            f"metadata at {metadata_url(settings)}",
+        )
+    ]
+    if settings.transport != "http":
+        found.append(Finding(True, "OAuth applies to --transport http only", mark="WARN"))
+    if settings.oauth_audience not in (None, settings.http_public_url):
+        found.append(
+            Finding(
+                True,
+                f"the audience {settings.oauth_audience} is not the public URL {settings.http_public_url}: clients "
+                "ask for the public URL, so the authorization server must map that resource to this audience",
+                mark="WARN",
+            )
+        )
+    async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT) as http:
+        try:
+            where, document = await fetch_issuer_metadata(http, settings.oauth_issuer)
+            found.append(Finding(True, f"the issuer's metadata is at {where}"))
+            jwks_url = settings.oauth_jwks_url or document.get("jwks_uri")
+            if not isinstance(jwks_url, str):
+                raise IssuerUnavailable(f"{where} names no jwks_uri: set REFACTOR_OAUTH_JWKS_URL")
+            keys = await fetch_jwks(http, jwks_url)
+            found.append(Finding(True, f"the issuer's JWKS at {jwks_url} holds {len(keys.keys)} usable key(s)"))
+        except IssuerUnavailable as exc:
+            found.append(Finding(False, str(exc), "check REFACTOR_OAUTH_ISSUER, REFACTOR_OAUTH_JWKS_URL, the network"))
+        if settings.oauth_introspection_url is not None:
+            try:
+                await Introspection(http, settings).ask("refactor-mcp-check")
+                found.append(Finding(True, f"the introspection endpoint {settings.oauth_introspection_url} answers"))
+            except IssuerUnavailable as exc:
+                found.append(Finding(False, str(exc), "check the REFACTOR_OAUTH_INTROSPECTION_URL and credentials"))
+    return found
