@@ -134,7 +134,9 @@ def test_mcpb_validates_the_manifest() -> None:
 @needs_npx
 @pytest.mark.skipif(shutil.which("uv", path=str(Path(sys.executable).parent)) is None, reason="needs uv")
 async def test_the_packed_bundle_starts_as_claude_desktop_starts_it(api: Emulator, tmp_path: Path) -> None:
-    packed = await anyio.run_process([str(ROOT / "scripts" / "build_bundle.sh"), str(tmp_path)], check=False)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    build = [str(ROOT / "scripts" / "build_bundle.sh"), str(tmp_path)]
+    packed = await anyio.run_process(build, env={**os.environ, "PATH": path}, check=False)
     report = packed.stdout.decode()
     assert packed.returncode == 0, report + packed.stderr.decode()
     # Validated once, with no warning for a valid icon, and named as mcpb reports it.
@@ -158,7 +160,6 @@ async def test_the_packed_bundle_starts_as_claude_desktop_starts_it(api: Emulato
     config = substitute(MANIFEST["server"]["mcp_config"], variables)
     assert "${" not in json.dumps(config), config
 
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     # The host's own environment reaches uv too; on machines behind a TLS-inspecting proxy that includes its CA.
     passed = {name: os.environ[name] for name in ("SSL_CERT_FILE", "SSL_CERT_DIR") if name in os.environ}
     env = {**config["env"], **passed, "PATH": path, "UV_PYTHON_DOWNLOADS": "never"}
