@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out="${1:-dist}"
 # The host installs from the lock without resolving again (--frozen): a stale lock would ship a broken bundle.
 uv lock --check --quiet
-bundle="$out/$(node -p 'const m = require("./manifest.json"); `${m.name}-${m.version}.mcpb`')"
+bundle="$out/$(node -p 'const m = require("./manifest.json"); m.name + "-" + m.version + ".mcpb"')"
 # mcpb 2.1.2 lists "Icon validation passed. Recommended size is 512×512" under warnings for every valid PNG
 # (icon.png is 512x512); with a local icon it is the only icon warning mcpb can give, so it is dropped here.
 npx -y @anthropic-ai/mcpb@2.1.2 pack . "$bundle" |
