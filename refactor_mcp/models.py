@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -104,44 +105,39 @@ class ResourceRef(BaseModel):
 
     model_config = _ARGUMENT
 
-    id: Uuid = Field(description="The pre-existing ID of the resource, if you've already created it.")
+    id: Uuid = Field(description="The uuid of a resource already on re-factor.")
 
 
 class InlineResource(BaseModel):
     """A resource created for the run from exactly one source: `path`, `text`, `content` or `uri`.
 
     `path` and `text` are ours, not the API's: a model cannot write base64 for a large file, so the server
-    reads the file or encodes the text and sends the API the `content` data URI it expects.
+    reads the file or encodes the text and sends the API the `content` data URI it expects. Descriptions are
+    written for the model that fills them in: which source to prefer comes first.
     """
 
     model_config = _ARGUMENT
 
-    name: str = Field(description="Name of the resource")
-    directory_path: str = Field(description="Path to the directory where the resource should be stored")
+    name: str = Field(description="Name of the new resource, e.g. report.pdf.")
+    directory_path: str = Field(description="Folder on re-factor to store it in, e.g. /inputs.")
     path: str | None = Field(
         default=None,
-        description="A local file to upload: absolute, or relative to the first allowed directory. The server "
-        "reads it and sends its content, with the MIME type guessed from its name. Prefer this to `content` for "
-        "any file on disk. Only files inside the directories the server allows (REFACTOR_ALLOWED_DIRS) are read.",
+        description="Source 1, best for files: a local file path (absolute, or relative to the first allowed "
+        "directory); the server reads and uploads it.",
     )
-    text: str | None = Field(
+    text: str | None = Field(default=None, description="Source 2, best for text: plain text, sent as a text file.")
+    uri: str | None = Field(
         default=None,
-        description="Plain text to upload; the server sends it as a text/plain file. Prefer this to `content` "
-        "for text.",
+        description="Source 3: a URL re-factor fetches the file from.",
+        json_schema_extra={"format": "uri"},
     )
     content: Annotated[str, AfterValidator(check_data_uri)] | None = Field(
         default=None,
-        description="The file to upload. This can be provided instead of `uri`. It should be a base64-encoded "
-        "string of the format `data:<MIME_TYPE>;base64,<BASE64_ENCODED_CONTENT>`.",
+        description="Source 4, last resort: a data:<mime>;base64,<data> URI. Do not write base64 yourself.",
     )
-    uri: str | None = Field(
-        default=None,
-        description="The URI of the file to upload. This can be provided instead of `content`.",
-        json_schema_extra={"format": "uri"},
-    )
-    tags: list[str] | None = Field(default=None, description="Tags for the resource")
+    tags: list[str] | None = Field(default=None, description="Tags for the resource.")
     metadata: Annotated[dict[str, Any], AfterValidator(check_json_numbers)] | None = Field(
-        default=None, description="Additional metadata for the resource"
+        default=None, description="Key/value metadata for the resource."
     )
 
     @model_validator(mode="after")
@@ -167,8 +163,12 @@ def _resource_form(value: Any) -> str:
     return "inline"
 
 
+# The bare id string is accepted but not advertised: LangChain.js drops every non-object branch of a union and would
+# then refuse an object, and `{"id": ...}` says the same thing.
 ResourceForm = Annotated[
-    Annotated[Uuid, Tag("id string")] | Annotated[ResourceRef, Tag("by id")] | Annotated[InlineResource, Tag("inline")],
+    SkipJsonSchema[Annotated[Uuid, Tag("id string")]]
+    | Annotated[ResourceRef, Tag("by id")]
+    | Annotated[InlineResource, Tag("inline")],
     Discriminator(_resource_form),
 ]
 RESOURCE_FORM_TAGS = frozenset({"id string", "by id", "inline"})
@@ -180,9 +180,9 @@ class ResourceBinding(BaseModel):
 
     model_config = _ARGUMENT
 
-    name: str | None = Field(default=None, description="Name of the resource")
+    name: str | None = Field(default=None, description="The name the runnable expects this resource under.")
     resource: ResourceForm = Field(
-        description="Resource to use under the `name` key for the run. Can be a string ID or a full resource object."
+        description='An existing resource as {"id": uuid}, or a new one: name, directory_path and one source.'
     )
 
 
@@ -191,14 +191,15 @@ class RunRequest(BaseModel):
 
     model_config = _ARGUMENT
 
-    resources: list[ResourceBinding] | None = Field(default=None, description="Resources to embed within the runtime")
+    resources: list[ResourceBinding] | None = Field(
+        default=None, description="The run's inputs, each under the name the runnable expects."
+    )
     timeout_seconds: TimeoutSeconds | None = Field(
-        default=None, description="Timeout in seconds. If null or less than 1, no timeout is set."
+        default=None, description="Seconds before re-factor stops the run; null or below 1: no limit."
     )
     telemetry_strategy: TelemetryStrategy = Field(
         default="default",
-        description="Telemetry strategy to use for the run. `disable` will disable telemetry, `force` will force "
-        "telemetry, and `default` will use the runnable's default telemetry strategy.",
+        description="`default` keeps the runnable's telemetry setting; `disable` or `force` overrides it.",
     )
 
 

@@ -119,23 +119,29 @@ class ResourceResolver:
         self.max_resource_bytes = max_resource_bytes
         self.paths_off = paths_off
 
-    def body(self, request: RunRequest) -> RunBody:
-        """The run request's body; fields the caller left out are left out."""
+    def body(self, request: RunRequest, labels: Sequence[str] | None = None) -> RunBody:
+        """The run request's body; fields the caller left out are left out.
+
+        `labels` names each resource in errors as the caller gave it (a named tool's `contract`), by default
+        `resources[i].resource`.
+        """
         document: dict[str, Any] = {"telemetry_strategy": request.telemetry_strategy}
         files: dict[str, LocalFile] = {}
         if request.resources is not None:
-            document["resources"] = [self._entry(binding, i, files) for i, binding in enumerate(request.resources)]
+            document["resources"] = [
+                self._entry(binding, labels[i] if labels else f"resources[{i}].resource", files)
+                for i, binding in enumerate(request.resources)
+            ]
         if request.timeout_seconds is not None:
             document["timeout_seconds"] = request.timeout_seconds
         return RunBody(document, files)
 
-    def _entry(self, binding: ResourceBinding, index: int, files: dict[str, LocalFile]) -> dict[str, Any]:
+    def _entry(self, binding: ResourceBinding, where: str, files: dict[str, LocalFile]) -> dict[str, Any]:
         resource = binding.resource
         entry: dict[str, Any] = {} if binding.name is None else {"name": binding.name}
         if isinstance(resource, str):
             entry["resource"] = {"id": resource}
         elif isinstance(resource, InlineResource):
-            where = f"resources[{index}].resource"
             fields = resource.model_dump(mode="json", exclude_none=True, exclude={"path", "text"})
             if resource.path is not None:
                 marker = f"refactor-mcp-file-{uuid4().hex}"

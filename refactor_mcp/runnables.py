@@ -23,6 +23,7 @@ from .tools import (
     OUTPUT_SCHEMA,
     RESOURCE_SOURCES_HINT,
     RESULT_HINT,
+    Run,
     RunnableTool,
     field_problem,
     input_schema,
@@ -128,25 +129,31 @@ def named_tool(name: str, entry: Entry) -> RunnableTool:
             fields[fixable] = (field.annotation, field)
     arguments = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
-    def to_run(args: BaseModel) -> tuple[str, RunRequest]:
-        given = [
-            ResourceBinding(name=input_name, resource=value)
-            for input_name in entry.inputs
-            if (value := getattr(args, input_name)) is not None
-        ]
+    def to_run(args: BaseModel) -> Run:
+        given = {name: value for name in entry.inputs if (value := getattr(args, name)) is not None}
+        more = getattr(args, "resources", None) or []
         request = RunRequest(
-            resources=[*entry.resources, *given, *(getattr(args, "resources", None) or [])] or None,
+            resources=[
+                *entry.resources,
+                *(ResourceBinding(name=name, resource=value) for name, value in given.items()),
+                *more,
+            ]
+            or None,
             timeout_seconds=entry.timeout_seconds or getattr(args, "timeout_seconds", None),
             telemetry_strategy=entry.telemetry_strategy or getattr(args, "telemetry_strategy", "default"),
         )
-        return entry.id, request
+        labels = [
+            *(f"runnables file's runnables.{name}.resources[{i}].resource" for i in range(len(entry.resources))),
+            *given,
+            *(f"resources[{i}].resource" for i in range(len(more))),
+        ]
+        return Run(entry.id, request, labels)
 
     inputs_hint = " Pass its inputs by name." if entry.inputs else ""
     tool = Tool(
         name=name,
         title=name.replace("_", " ").capitalize(),
-        description=f"{entry.description} (re-factor runnable {entry.id}.){inputs_hint} {RESOURCE_SOURCES_HINT} "
-        f"{RESULT_HINT}",
+        description=f"{entry.description}{inputs_hint} {RESOURCE_SOURCES_HINT} {RESULT_HINT}",
         input_schema=input_schema(arguments),
         output_schema=OUTPUT_SCHEMA,
         annotations=ANNOTATIONS,

@@ -34,7 +34,7 @@ RUN_RUNNABLE = "run_runnable"
 class RunRunnableArguments(RunRequest):
     """Arguments of `run_runnable`: the request body plus the runnable to run."""
 
-    runnable_id: Uuid = Field(description="ID of the runnable (workflow) to run, a uuid.")
+    runnable_id: Uuid = Field(description="The uuid of the runnable to run.")
 
 
 class ErrorInfo(BaseModel):
@@ -59,11 +59,14 @@ class ErrorOutcome(BaseModel):
     error: ErrorInfo
 
 
-class _OptionalIsOmitted(GenerateJsonSchema):
-    """Optional arguments are left out rather than sent as null: show each with its own type, as the spec does."""
+class _ForClients(GenerateJsonSchema):
+    """Schemas every framework converts: `anyOf` rather than `oneOf` (google-genai refuses `oneOf`), null shown where
+    the server accepts it, and no `default: null` (an omitted argument already means that)."""
 
-    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
-        return self.generate_inner(schema["schema"])
+    def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
+        union = super().tagged_union_schema(schema)
+        union.pop("discriminator", None)
+        return {"anyOf": union.pop("oneOf"), **union}
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         if schema.get("default", ...) is None:
@@ -71,9 +74,16 @@ class _OptionalIsOmitted(GenerateJsonSchema):
         return super().default_schema(schema)
 
 
-def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
-    """Inline every `$ref` into its `$defs` entry and drop generated titles."""
+def self_contained(schema: dict[str, Any], *, described: bool = True) -> dict[str, Any]:
+    """Inline every `$ref` into its `$defs` entry; drop titles, and descriptions of whole models (docstrings are for
+    developers). Without `described`, drop every description and format too, and `additionalProperties` (the
+    output's objects are open, JSON Schema's default): nothing to read, less to check.
+
+    `anyOf: [X, {"type": "null"}]` becomes X with a type list, `["integer", "null"]`: google-genai keeps a type list's
+    description and LangChain.js its type, where each loses them from an `anyOf`.
+    """
     defs = schema.pop("$defs", {})
+    dropped = {"title"} if described else {"title", "description", "format", "additionalProperties"}
 
     def walk(node: Any, in_properties: bool = False) -> Any:
         if isinstance(node, list):
@@ -81,40 +91,63 @@ def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(node, dict):
             return node
         if "$ref" in node:
-            return walk({**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}})
-        return {
+            model = {k: v for k, v in defs[node["$ref"].rsplit("/", 1)[-1]].items() if k != "description"}
+            return walk({**model, **{k: v for k, v in node.items() if k != "$ref"}})
+        node = {
             key: walk(value, in_properties=key == "properties" and not in_properties)
             for key, value in node.items()
-            if in_properties or key != "title"
+            if in_properties or key not in dropped
         }
+        options = node.get("anyOf", [])
+        if {"type": "null"} in options and len(options) == 2:
+            (kept,) = (option for option in options if option != {"type": "null"})
+            if isinstance(kept.get("type"), str):
+                rest = {key: value for key, value in node.items() if key != "anyOf"}
+                return {**kept, **rest, "type": [kept["type"], "null"]}
+        return node
 
     result: dict[str, Any] = walk(schema)
     return result
 
 
 def input_schema(arguments: type[BaseModel]) -> dict[str, Any]:
-    """A tool's self-contained input schema, generated from its arguments model."""
-    return self_contained(arguments.model_json_schema(schema_generator=_OptionalIsOmitted))
+    """A tool's self-contained input schema, generated from its arguments model; required arguments come first."""
+    schema = self_contained(arguments.model_json_schema(schema_generator=_ForClients))
+    schema.pop("description", None)  # the tool's description says it
+    required = schema.get("required", [])
+    properties = schema["properties"]
+    schema["properties"] = {name: properties[name] for name in sorted(properties, key=lambda n: n not in required)}
+    return schema
 
 
 OUTPUT_SCHEMA = {
     "type": "object",
-    "anyOf": [self_contained(RunState.model_json_schema()), self_contained(ErrorOutcome.model_json_schema())],
+    "anyOf": [
+        self_contained(model.model_json_schema(schema_generator=_ForClients), described=False)
+        for model in (RunState, ErrorOutcome)
+    ],
 }
+"""Every result matches it, and the official clients check each one: the shape without descriptions or formats."""
 ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
-RESOURCE_SOURCES_HINT = (
-    "A resource is an existing resource id, or an inline resource with `name`, `directory_path` and one source: "
-    "`path` (a local file, read by the server), `text` (plain text), `uri`, or `content` (a "
-    "data:<mime>;base64,<data> URI). Prefer `path` for files and `text` for text: never write base64 yourself."
-)
+RESOURCE_SOURCES_HINT = "For a new resource give `path` for a local file or `text` for text; never write base64."
 RESULT_HINT = (
-    "The call waits until the run ends. The result holds the run's status, outputs, token usage and cost; a "
-    "failed run is an error result with the run's error message."
+    "Waits for the run to end and returns its status, outputs, token usage and cost; a failed run is an error "
+    "result with the run's message."
 )
 
 
 PROBLEMS_LISTED = 20
 """Problems spelled out in an invalid_input message: a list of 10,000 bad resources is not read in prose."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated call: the runnable, its request, and each of the request's resources as the caller named it
+    (None: as `resources[i].resource`), so that an error about a file names the argument that gave it."""
+
+    runnable_id: str
+    request: RunRequest
+    labels: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,9 +157,9 @@ class RunnableTool:
 
     tool: Tool
     arguments: type[BaseModel]
-    to_run: Callable[[Any], tuple[str, RunRequest]]
+    to_run: Callable[[Any], Run]
 
-    def parse(self, arguments: dict[str, Any] | None) -> tuple[str, RunRequest]:
+    def parse(self, arguments: dict[str, Any] | None) -> Run:
         """Validate arguments, naming each bad field in a message a model can act on."""
         try:
             return self.to_run(self.arguments.model_validate(arguments or {}))
@@ -142,8 +175,8 @@ class RunnableTool:
             ) from None
 
 
-def _generic_run(args: RunRunnableArguments) -> tuple[str, RunRequest]:
-    return args.runnable_id, args
+def _generic_run(args: RunRunnableArguments) -> Run:
+    return Run(args.runnable_id, args)
 
 
 GENERIC = RunnableTool(
@@ -151,9 +184,8 @@ GENERIC = RunnableTool(
         name=RUN_RUNNABLE,
         title="Run a re-factor runnable",
         description=(
-            "Run a re-factor runnable (an AI workflow) synchronously and return its outputs. Give the runnable's "
-            f"id, and the resources it works on under the names it expects. {RESOURCE_SOURCES_HINT} Set "
-            f"timeout_seconds for long runs. {RESULT_HINT}"
+            "Run a re-factor runnable (an AI workflow): give its id and its inputs as `resources`, each under the "
+            f"name the runnable expects. {RESOURCE_SOURCES_HINT} {RESULT_HINT}"
         ),
         input_schema=input_schema(RunRunnableArguments),
         output_schema=OUTPUT_SCHEMA,
@@ -182,9 +214,25 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return path or "arguments"
 
 
+_NOT_A_RESOURCE = (
+    "must be a resource id (a uuid such as 3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b) or an inline resource: an object "
+    "with name, directory_path and one of path, text, uri or content"
+)
+
+
+def _not_a_resource(error: ErrorDetails) -> bool:
+    """A value that is neither resource form: a string that is no uuid, or neither string nor object."""
+    form = error["loc"][-1] if error["loc"] else None
+    return (form, error["type"]) in (("id string", "string_pattern_mismatch"), ("inline", "model_type"))
+
+
 def field_problem(error: ErrorDetails) -> dict[str, str]:
     """One validation error as the field it concerns and a problem a person or a model can act on."""
-    message = _FRIENDLY.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    message = (
+        _NOT_A_RESOURCE
+        if _not_a_resource(error)
+        else _FRIENDLY.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    )
     message = message[:1].lower() + message[1:]
     if error["type"] not in ("missing", "extra_forbidden"):
         shown = json.dumps(error["input"], default=str)
@@ -271,8 +319,9 @@ async def call_tool(
     """
     settings = client.settings
     try:
-        runnable_id, request = tool.parse(arguments)
-        body = resolver.body(request)
+        run = tool.parse(arguments)
+        runnable_id, request = run.runnable_id, run.request
+        body = resolver.body(request, run.labels)
     except RefactorError as error:
         return error_result(error, settings.max_text_chars)
     started = anyio.current_time()

@@ -52,11 +52,12 @@ async def test_two_runnables_become_two_tools_with_their_schemas(api: Emulator, 
     assert sorted(summarize["properties"]) == ["contract", "resources"], "id, timeout and telemetry are fixed"
     assert summarize["required"] == ["contract"]
     assert summarize["properties"]["contract"]["description"] == "The contract to summarize."
-    forms = summarize["properties"]["contract"]["oneOf"]
-    assert [form["type"] for form in forms] == ["string", "object", "object"]
-    assert {"path", "text", "content", "uri"} <= set(forms[2]["properties"])
+    forms = summarize["properties"]["contract"]["anyOf"]
+    assert [sorted(form["required"]) for form in forms] == [["id"], ["directory_path", "name"]]
+    assert {"path", "text", "content", "uri"} <= set(forms[1]["properties"])
     count = tools["count-words"].input_schema
-    assert sorted(count["properties"]) == ["document", "resources", "telemetry_strategy", "timeout_seconds"]
+    assert list(count["properties"]) == ["document", "resources", "timeout_seconds", "telemetry_strategy"]
+    assert count["properties"]["document"]["anyOf"][-1] == {"type": "null"}, "an optional input takes null"
     assert "required" not in count
     assert "$ref" not in json.dumps(count)
     assert tools["summarize_contract"].description is not None
@@ -97,6 +98,28 @@ async def test_a_missing_required_input_is_named(api: Emulator, runnables_file: 
     assert error["code"] == "invalid_input"
     assert "contract: is required" in error["message"]
     assert "timeout_seconds: is not a field" in error["message"], "a fixed field cannot be overridden"
+    assert api.requests() == []
+
+
+async def test_errors_name_the_named_tools_own_arguments(api: Emulator, runnables_file: Path, tmp_path: Path) -> None:
+    outside = {"name": "c", "directory_path": "/", "path": str(tmp_path / "elsewhere" / "c.txt")}
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    env = env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file), REFACTOR_ALLOWED_DIRS=str(allowed))
+    async with connect("legacy", env) as session:
+        plain = error_of(await call(session, {"contract": "the contract"}, name="summarize_contract"))
+        number = error_of(await call(session, {"document": 5}, name="count-words"))
+        path = error_of(await call(session, {"contract": outside}, name="summarize_contract"))
+        extra = error_of(
+            await call(session, {"contract": GLOSSARY, "resources": [{"resource": outside}]}, name="summarize_contract")
+        )
+    for error, field in ((plain, "contract"), (number, "document")):
+        assert error["details"]["problems"][0]["field"] == field
+        assert f"{field}: must be a resource id (a uuid such as" in error["message"]
+        assert "or an inline resource: an object with name, directory_path and one of path, text" in error["message"]
+    assert path["code"] == "path_not_allowed"
+    assert path["message"].startswith("contract.path: "), "not resources[1].resource.path, the request's position"
+    assert extra["message"].startswith("resources[0].resource.path: "), "the tool's own resources argument"
     assert api.requests() == []
 
 

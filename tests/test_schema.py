@@ -1,4 +1,5 @@
-"""The tool's schemas against the spec (spec/refactor-run-sync.openapi.json), property by property."""
+"""The tool's schemas against the spec (spec/refactor-run-sync.openapi.json), property by property, and against what
+the server accepts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
+from refactor_mcp.models import RunRequest
+from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA, RunRunnableArguments
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 
@@ -30,36 +32,45 @@ def resolve(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def types_of(node: dict[str, Any]) -> set[str]:
-    """The JSON types a schema node admits, through anyOf/oneOf."""
+    """The JSON types a schema node admits, through its type list and anyOf/oneOf."""
     if "type" in node:
         return set(node["type"]) if isinstance(node["type"], list) else {node["type"]}
     return set().union(*(types_of(option) for option in node.get("anyOf", []) + node.get("oneOf", [])))
 
 
-EXTRA_TYPES = {"body.resources[].resource": {"string"}}
-"""Where the input schema admits more than the spec's: a bare id string, which the spec's description allows."""
 EXTRA_PROPERTIES = {"body.resources[].resource|1": {"path", "text"}}
 """The sources the server turns into `content` itself: the API never sees them."""
 BOUNDS = {"body.timeout_seconds": {"minimum": -(2**31), "maximum": 2**31 - 1}}
 """Ranges the spec leaves open, chosen by us: its bare `integer` read as int32, what generators and SQL make of it."""
 
 
-def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False) -> list[str]:
-    """Differences between a spec schema node and ours: types, enums, defaults, descriptions, formats, properties.
+def covers(
+    spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False, optional: bool = False
+) -> list[str]:
+    """Differences between a spec schema node and ours: types, enums, defaults, formats, bounds, properties.
 
-    For input, types must be exactly the spec's and every field it requires is required. For output (what the
-    API sends), ours must accept at least what the spec allows: its types, null wherever it says `nullable`,
-    and no field required that it does not require.
+    For input, types must be the spec's, plus null for an `optional` field with no default (the server takes
+    that null as omitted),
+    and every field the spec requires is required. For output (what the API sends), ours must accept at least
+    what the spec allows: its types, null wherever it says `nullable`, and no field required that it does not
+    require. Descriptions are ours, written for a model; the output schema leaves out descriptions and formats,
+    which only cost the clients that check every result.
+
+    The one deliberate difference in shape: the spec's `oneOf` is our `anyOf` (google-genai refuses `oneOf`). Its
+    branches are disjoint, so the two accept the same values; test_the_resource_union_is_an_anyof_of_disjoint_forms.
     """
     spec = resolve(spec)
     problems = []
-    want = types_of(spec) | EXTRA_TYPES.get(path, set()) | ({"null"} if output and spec.get("nullable") else set())
+    nullable = spec.get("nullable") if output else optional and "default" not in spec
+    want = types_of(spec) | ({"null"} if nullable else set())
     have = types_of(ours)
     if want and not (want <= have if output else want == have):
         problems.append(f"{path}: type {have} does not fit {want}")
     main = next((o for o in ours.get("anyOf", []) if o.get("type") != "null"), ours)
     mine, expected = {**main, **ours}, {**spec, **BOUNDS.get(path, {})}
-    for key in ("enum", "default", "description", "format", "minimum", "maximum"):
+    for key in (
+        ("enum", "default", "minimum", "maximum") if output else ("enum", "default", "format", "minimum", "maximum")
+    ):
         named = key in expected or (key in ("minimum", "maximum") and key in mine)  # a bound must be one of BOUNDS
         if named and mine.get(key) != expected.get(key):
             problems.append(f"{path}: {key} {mine.get(key)!r} != {expected.get(key)!r}")
@@ -70,11 +81,15 @@ def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: boo
     if spec_props and set(spec_props) | EXTRA_PROPERTIES.get(path, set()) != set(our_props):
         problems.append(f"{path}: properties {sorted(our_props)} != {sorted(spec_props)}")
     for name in set(spec_props) & set(our_props):
-        problems += covers(spec_props[name], our_props[name], f"{path}.{name}", output=output)
+        problems += covers(
+            spec_props[name], our_props[name], f"{path}.{name}", output=output, optional=name not in our_required
+        )
     if "items" in spec:
         problems += covers(spec["items"], main.get("items", {}), f"{path}[]", output=output)
+    if "oneOf" in ours:
+        problems.append(f"{path}: oneOf, which google-genai refuses")
     for i, option in enumerate(spec.get("oneOf", [])):
-        if all(covers(option, mine, f"{path}|{i}", output=output) for mine in main.get("oneOf", [])):
+        if all(covers(option, mine, f"{path}|{i}", output=output) for mine in ours.get("anyOf", [])):
             problems.append(f"{path}: no option of ours matches the spec's oneOf[{i}]")
     return problems
 
@@ -87,9 +102,66 @@ def test_input_schema_matches_the_request_body() -> None:
     assert covers(REQUEST, {**INPUT_SCHEMA, "properties": properties}, "body") == []
 
 
-def test_resource_also_takes_a_bare_id_string() -> None:
-    options = INPUT_SCHEMA["properties"]["resources"]["items"]["properties"]["resource"]["oneOf"]
-    assert {"type": "string", "format": "uuid"}.items() <= options[0].items()
+RESOURCE = INPUT_SCHEMA["properties"]["resources"]["items"]["properties"]["resource"]
+BY_ID = {"id": "0b6b9e7e-3f5c-4f7e-9b0e-2d9a3c1f0a11"}
+INLINE = {"name": "a.txt", "directory_path": "/in", "text": "hi"}
+
+
+def test_the_resource_union_is_an_anyof_of_disjoint_forms() -> None:
+    by_id, inline = RESOURCE["anyOf"]
+    for value, matches in ((BY_ID, [True, False]), (INLINE, [False, True]), ({**BY_ID, **INLINE}, [False, False])):
+        assert [jsonschema.Draft202012Validator(form).is_valid(value) for form in (by_id, inline)] == matches
+    assert "oneOf" not in json.dumps(INPUT_SCHEMA)
+
+
+def test_a_bare_id_string_is_accepted_but_not_advertised() -> None:
+    """LangChain.js keeps only a union's object forms: an advertised string form would be refused before sending."""
+    assert not jsonschema.Draft202012Validator(RESOURCE).is_valid(BY_ID["id"])
+    request = RunRequest.model_validate({"resources": [{"resource": BY_ID["id"]}]})
+    assert request.resources is not None
+    assert request.resources[0].resource == BY_ID["id"]
+
+
+NULLS = [
+    {"timeout_seconds": None},
+    {"resources": None},
+    {"resources": [{"name": None, "resource": BY_ID}]},
+    *(
+        {"resources": [{"resource": {**INLINE, field: None}}]}
+        for field in ("path", "uri", "content", "tags", "metadata")
+    ),
+    {"resources": [{"resource": {"name": "a", "directory_path": "/", "path": None, "text": "t"}}]},
+]
+
+
+@pytest.mark.parametrize("arguments", NULLS, ids=lambda a: json.dumps(a)[:60])
+def test_every_null_the_server_takes_is_in_the_schema(arguments: dict[str, Any]) -> None:
+    arguments = {"runnable_id": BY_ID["id"], **arguments}
+    RunRunnableArguments.model_validate(arguments)
+    jsonschema.validate(arguments, INPUT_SCHEMA)
+
+
+def test_a_null_the_server_refuses_is_not_in_the_schema() -> None:
+    arguments = {"runnable_id": BY_ID["id"], "telemetry_strategy": None}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(arguments, INPUT_SCHEMA)
+    with pytest.raises(ValueError, match="telemetry_strategy"):
+        RunRunnableArguments.model_validate(arguments)
+
+
+def test_the_model_reads_what_to_pass_first_and_no_developer_notes() -> None:
+    assert next(iter(INPUT_SCHEMA["properties"])) == "runnable_id", "the one required argument comes first"
+    text = json.dumps(INPUT_SCHEMA) + (GENERIC.tool.description or "")
+    for note in ("are ours", "the API's", "REFACTOR_", "pydantic", "Arguments of"):
+        assert note not in text
+    assert "`path`" in (GENERIC.tool.description or "")
+
+
+def test_tools_list_stays_lean() -> None:
+    """The whole listing of run_runnable, as every client holds it and many models read it: 10,046 bytes before."""
+    listed = GENERIC.tool.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert len(json.dumps(listed, separators=(",", ":"))) < 6000
+    assert "description" not in json.dumps(OUTPUT_SCHEMA), "nothing reads the output schema's prose; clients check it"
 
 
 def test_telemetry_strategy_keeps_the_spec_enum_and_default() -> None:
@@ -106,8 +178,10 @@ def test_covers_reports_a_changed_property() -> None:
     changed = json.loads(json.dumps(INPUT_SCHEMA))
     changed["properties"]["telemetry_strategy"]["enum"] = ["default"]
     del changed["properties"]["runnable_id"]
-    assert covers(REQUEST, changed, "body") == [
-        "body.telemetry_strategy: enum ['default'] != ['disable', 'default', 'force']"
+    changed["properties"]["resources"]["items"]["properties"]["resource"]["oneOf"] = [BY_ID]
+    assert sorted(covers(REQUEST, changed, "body")) == [
+        "body.resources[].resource: oneOf, which google-genai refuses",
+        "body.telemetry_strategy: enum ['default'] != ['disable', 'default', 'force']",
     ]
 
 
