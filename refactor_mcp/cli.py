@@ -24,7 +24,12 @@ from .redaction import RedactingFormatter
 def configure_logging(settings: Settings) -> None:
     """Log to stderr only, at the configured level, with the secrets scrubbed; then the configuration's warnings."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(settings.redactor()))
+    if settings.log_format == "json":
+        from .telemetry import JsonFormatter  # loads the OpenTelemetry API early: only when asked for
+
+        handler.setFormatter(JsonFormatter(settings.redactor()))
+    else:
+        handler.setFormatter(RedactingFormatter(settings.redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

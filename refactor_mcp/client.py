@@ -21,6 +21,7 @@ import anyio
 import httpx2
 from pydantic import ValidationError
 
+from . import telemetry
 from ._version import __version__
 from .config import MAX_WAIT_SECONDS, Settings
 from .errors import (
@@ -151,7 +152,11 @@ class RefactorClient:
                 "client's configuration for this server (in Claude Desktop: the extension's settings), then "
                 "restart the server."
             )
-        key = self.settings.api_key.get_secret_value()
+        with telemetry.upstream_call(runnable_id, str(self._run_url(runnable_id))) as upstream:
+            return await self._attempts(runnable_id, body, self.settings.api_key.get_secret_value(), upstream)
+
+    async def _attempts(self, runnable_id: str, body: RunBody, key: str, upstream: telemetry.Upstream) -> RunState:
+        """The run request, sent again as long as the answer says no run started and retries are left."""
         retries = self.settings.max_retries
         for attempt in range(retries + 1):
             try:
@@ -166,14 +171,17 @@ class RefactorClient:
                     ) from None
                 delay = self._backoff(attempt)
                 reason = f"connection failed ({type(exc).__name__})"
+                upstream.retry(type(exc).__name__, delay)
             else:
+                upstream.answered(response.status_code)
                 if response.status_code not in _RETRIED_STATUSES or attempt == retries:
-                    return self._state_from(response, runnable_id)
+                    return upstream.finished(self._state_from(response, runnable_id))
                 retry_after = _retry_after(response)
                 if retry_after is not None and retry_after > self.settings.retry_after_cap_seconds:
-                    return self._state_from(response, runnable_id, retry_after=retry_after)
+                    return upstream.finished(self._state_from(response, runnable_id, retry_after=retry_after))
                 delay = self._backoff(attempt) if retry_after is None else retry_after
                 reason = f"HTTP {response.status_code}"
+                upstream.retry(str(response.status_code), delay)
             logger.warning(
                 "re-factor API: %s for runnable %s; retry %d of %d in %.1f s",
                 reason,
@@ -197,11 +205,9 @@ class RefactorClient:
             "POST",
             self._run_url(runnable_id),
             content=body.content,
-            headers={
-                "Authorization": f"Bearer {key}",
-                "Content-Type": "application/json",
-                "Content-Length": str(len(body)),
-            },
+            headers=telemetry.inject(
+                {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Content-Length": str(len(body))}
+            ),
             timeout=httpx2.Timeout(read, connect=self.settings.connect_timeout_seconds),
         )
         deadline = read + self.settings.timeout_grace_seconds

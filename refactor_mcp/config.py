@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="re-factor API key, sent as a bearer token.")
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Base URL of the re-factor API.")
     log_level: LogLevel = Field(default="WARNING", description="Level of the logs written to stderr.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Logs on stderr as readable text, or as one JSON object per line for collectors."
+    )
     read_timeout_seconds: Seconds = Field(
         default=600.0,
         gt=0,

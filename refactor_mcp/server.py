@@ -21,6 +21,7 @@ from mcp.types import (
     PaginatedRequestParams,
 )
 
+from . import telemetry
 from ._version import __version__
 from .caller import log_caller
 from .cancellation import CallWatch
@@ -54,6 +55,7 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
     tools = {tool.tool.name: tool for tool in _tools(settings)}
     listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
     watch = CallWatch()
+    telemetry.configure_sdk(serves_http=settings.transport == "http")
 
     @asynccontextmanager
     async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
@@ -72,7 +74,12 @@ def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[
         log_caller(ctx.request, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        return await watch.run(ctx, partial(call_tool, tool, ctx.lifespan_context, resolver, params.arguments, report))
+        with telemetry.call_scope(params.name) as call:
+            result = await watch.run(
+                ctx, partial(call_tool, tool, ctx.lifespan_context, resolver, params.arguments, report)
+            )
+            call.ended(result)
+            return result
 
     server = Server(
         "refactor-mcp",

@@ -1,0 +1,368 @@
+"""Telemetry for operators: traces that reach re-factor, metrics, and logs as one JSON object per line.
+
+Only the OpenTelemetry API is used at run time (the MCP SDK depends on it): with no SDK configured, every span
+and instrument here is a no-op, and the caller's trace context, which the SDK takes from the request's `_meta`,
+still goes on to the upstream request as `traceparent`, so a run at re-factor joins the caller's trace.
+
+`configure_sdk` installs the SDK (the `otel` extra) only when the standard OTEL_* variables ask for an exporter,
+and only then imports it: clients spawn the server and wait for it, so start-up pays nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from ._version import __version__
+from .cancellation import REQUEST_CANCELLED
+from .errors import RefactorError
+from .models import RunState
+from .redaction import Redactor
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Counter, Histogram, UpDownCounter
+    from starlette.routing import Route
+
+logger = logging.getLogger(__name__)
+
+SCOPE = "refactor_mcp"
+"""The instrumentation scope of our spans and metrics."""
+URL_TEMPLATE = "/v1/runnable/{runnable_id}/runs"
+_tracer = trace.get_tracer(SCOPE, __version__)
+
+
+# -- per-call context: what a log line, a span and a metric say about the call they belong to -----------------
+
+
+@dataclass
+class Call:
+    """One tool call as telemetry sees it; filled in as the call learns its runnable, run and outcome."""
+
+    tool: str
+    sub: str | None = None
+    runnable_id: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+    error_code: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def fields(self) -> dict[str, Any]:
+        """The call's known facts, for a JSON log line."""
+        facts = {
+            "tool": self.tool,
+            "sub": self.sub,
+            "runnable_id": self.runnable_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "error_code": self.error_code,
+        }
+        return {name: value for name, value in facts.items() if value is not None}
+
+    def ended(self, result: CallToolResult) -> None:
+        """What the result says of the call: run id, status and error code, from its structuredContent."""
+        content = result.structured_content or {}
+        self.status = str(content.get("status", "error" if result.is_error else "ok"))
+        self.run_id = content.get("id") or self.run_id
+        error = content.get("error")
+        run_error = (content.get("result") or {}).get("error")
+        if isinstance(error, dict) and error.get("code"):
+            self.error_code = str(error["code"])
+        elif isinstance(run_error, dict):
+            self.error_code = str(run_error.get("code") or "run_" + self.status)
+
+
+_call: ContextVar[Call | None] = ContextVar("refactor_mcp_call", default=None)
+
+
+def _caller_sub() -> str | None:
+    """The OAuth subject of the caller, when an authorization server vouched for one."""
+    token = get_access_token()
+    return token.subject if token is not None else None
+
+
+@contextmanager
+def call_scope(tool: str) -> Iterator[Call]:
+    """Around a tool call: its log context, the calls-in-flight gauge, and on the way out the calls counter,
+    the attributes of the SDK's `tools/call` span and one INFO line saying how the call ended."""
+    call = Call(tool=tool, sub=_caller_sub())
+    reset = _call.set(call)
+    instruments = _instruments()
+    instruments.in_flight.add(1, {"gen_ai.tool.name": tool})
+    try:
+        yield call
+    except BaseException as exc:
+        call.status = call.status or ("abandoned" if _is_cancellation(exc) else "error")
+        call.error_code = call.error_code or type(exc).__name__
+        raise
+    finally:
+        seconds = time.monotonic() - call.started
+        instruments.in_flight.add(-1, {"gen_ai.tool.name": tool})
+        attributes = {
+            "gen_ai.tool.name": tool,
+            "refactor.run.status": call.status or "unknown",
+            **({"error.type": call.error_code} if call.error_code else {}),
+            **({"refactor.runnable.id": call.runnable_id} if call.runnable_id else {}),
+        }
+        instruments.calls.add(1, attributes)
+        span = trace.get_current_span()
+        if span.is_recording():
+            # The SDK's span keeps its own error.type (`tool_error`): our code goes beside it.
+            facts = {"refactor.run.id": call.run_id, "refactor.error.code": call.error_code}
+            span_attributes = {**attributes, **{name: value for name, value in facts.items() if value}}
+            span_attributes.pop("error.type", None)
+            span.set_attributes(span_attributes)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s call%s%s ended: %s%s in %.3f s",
+                tool,
+                f" to runnable {call.runnable_id}" if call.runnable_id else "",
+                f", run {call.run_id}" if call.run_id else "",
+                call.status,
+                f" ({call.error_code})" if call.error_code else "",
+                seconds,
+                extra={"duration_s": round(seconds, 6)},
+            )
+        _call.reset(reset)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """The caller cancelled or went away: stdio cancels the handler, HTTP answers REQUEST_CANCELLED."""
+    if isinstance(exc, MCPError):
+        return bool(exc.error.code == REQUEST_CANCELLED)
+    return isinstance(exc, anyio.get_cancelled_exc_class())
+
+
+# -- the upstream request --------------------------------------------------------------------------------------
+
+
+class Upstream:
+    """The client span of one run request to re-factor, its retries included."""
+
+    def __init__(self, span: trace.Span, runnable_id: str) -> None:
+        self.span = span
+        self.runnable_id = runnable_id
+        self.retries = 0
+        self.status_code: int | None = None
+
+    def answered(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.span.set_attribute("http.response.status_code", status_code)
+
+    def retry(self, reason: str, delay: float) -> None:
+        """A retry as a span event and in the retries counter; `reason` is a status code or an exception type."""
+        self.retries += 1
+        self.span.add_event(
+            "retry", {"http.request.resend_count": self.retries, "error.type": reason, "refactor.retry.delay_s": delay}
+        )
+        _instruments().retries.add(1, {"error.type": reason, "refactor.runnable.id": self.runnable_id})
+
+    def finished(self, state: RunState) -> RunState:
+        """Record the run the API answered with: ids, status, tokens and cost (GenAI conventions where they fit)."""
+        attributes: dict[str, Any] = {"refactor.run.id": state.id, "refactor.run.status": state.status}
+        usage = {
+            "gen_ai.usage.input_tokens": state.total_input_tokens,
+            "gen_ai.usage.output_tokens": state.total_output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": state.total_cached_tokens,
+            "refactor.run.cost_usd": state.total_token_cost_usd,
+        }
+        attributes |= {name: value for name, value in usage.items() if value is not None}
+        if state.result is not None and state.result.error is not None and state.result.error.code:
+            attributes["refactor.run.error.code"] = state.result.error.code
+        self.span.set_attributes(attributes)
+        instruments, by_runnable = _instruments(), {"refactor.runnable.id": self.runnable_id}
+        for kind, count in (("input", state.total_input_tokens), ("output", state.total_output_tokens)):
+            if count:
+                instruments.tokens.add(count, {**by_runnable, "gen_ai.token.type": kind})
+        if state.total_token_cost_usd:
+            instruments.cost.add(state.total_token_cost_usd, by_runnable)
+        call = _call.get()
+        if call is not None:
+            call.run_id = state.id
+        return state
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: runnable ids come from callers
+def _url_attributes(url: str) -> dict[str, AttributeValue]:
+    """The HTTP client attributes of a run URL, parsed once per URL: parsing is most of this module's cost."""
+    parts = urlsplit(url)
+    address = parts.hostname or ""
+    return {
+        "http.request.method": "POST",
+        "server.address": address,
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        # Credentials never belong in telemetry: a base URL may carry user:password.
+        "url.full": urlunsplit(parts._replace(netloc=address + (f":{parts.port}" if parts.port else ""))),
+        "url.template": URL_TEMPLATE,
+    }
+
+
+@contextmanager
+def upstream_call(runnable_id: str, url: str) -> Iterator[Upstream]:
+    """A CLIENT span for the run request (HTTP client conventions), current while it lasts, so `inject` in it
+    sends this span as the parent of the run; and the upstream duration histogram."""
+    attributes: dict[str, AttributeValue] = {**_url_attributes(url), "refactor.runnable.id": runnable_id}
+    call = _call.get()
+    if call is not None:
+        call.runnable_id = runnable_id
+    started = time.monotonic()
+    with _tracer.start_as_current_span(
+        f"POST {URL_TEMPLATE}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+    ) as span:
+        upstream = Upstream(span, runnable_id)
+        error_type: str | None = None
+        try:
+            yield upstream
+        except BaseException as exc:
+            error_type = exc.code if isinstance(exc, RefactorError) else type(exc).__name__
+            span.set_attribute("error.type", error_type)
+            span.set_status(StatusCode.ERROR, error_type)
+            raise
+        finally:
+            if upstream.retries:
+                span.set_attribute("http.request.resend_count", upstream.retries)
+            measured: dict[str, AttributeValue] = {"refactor.runnable.id": runnable_id, "http.request.method": "POST"}
+            if upstream.status_code is not None:
+                measured["http.response.status_code"] = upstream.status_code
+            if error_type is not None:
+                measured["error.type"] = error_type
+            _instruments().upstream_duration.record(time.monotonic() - started, measured)
+
+
+def inject(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with the current trace context added (traceparent, tracestate) by the configured propagator."""
+    propagate.inject(headers)
+    return headers
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Instruments:
+    calls: Counter
+    in_flight: UpDownCounter
+    upstream_duration: Histogram
+    retries: Counter
+    tokens: Counter
+    cost: Counter
+
+
+@functools.cache
+def _instruments() -> _Instruments:
+    """The instruments, made at the first call: the metrics API costs ~5 ms of imports, kept off start-up."""
+    from opentelemetry import metrics
+
+    meter = metrics.get_meter(SCOPE, __version__)
+    return _Instruments(
+        calls=meter.create_counter("refactor_mcp.calls", "{call}", "Tool calls, by tool, status and error code."),
+        in_flight=meter.create_up_down_counter("refactor_mcp.calls.in_flight", "{call}", "Tool calls in progress."),
+        upstream_duration=meter.create_histogram(
+            "refactor_mcp.upstream.duration",
+            "s",
+            "Time from the first request to re-factor to its answer, retries included.",
+            explicit_bucket_boundaries_advisory=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+        ),
+        retries=meter.create_counter("refactor_mcp.upstream.retries", "{retry}", "Requests to re-factor sent again."),
+        tokens=meter.create_counter("refactor_mcp.tokens", "{token}", "Tokens the runs used, by type."),
+        cost=meter.create_counter("refactor_mcp.cost.usd", "{USD}", "What the runs cost, as re-factor reports it."),
+    )
+
+
+# -- structured logs -------------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the trace and the call it belongs to.
+
+    The whole line is scrubbed of the secrets after encoding, so a secret in any field, escaped or not, goes."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = trace.format_trace_id(context.trace_id)
+            entry["span_id"] = trace.format_span_id(context.span_id)
+        call = _call.get()
+        if call is not None:
+            entry |= call.fields()
+        if (duration := getattr(record, "duration_s", None)) is not None:
+            entry["duration_s"] = duration
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self._redactor.text(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+# -- the SDK, when the OTEL_* variables ask for it -------------------------------------------------------------
+
+
+def _exporters(signal: str, environ: Mapping[str, str]) -> list[str]:
+    """The exporters OTEL_<SIGNAL>_EXPORTER names; `otlp` by default when an OTLP endpoint is set."""
+    named = environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower()
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    if not named and any(environ.get(name) for name in endpoints):
+        named = "otlp"
+    return [name.strip() for name in named.split(",") if name.strip() and name.strip() != "none"]
+
+
+_routes: list[Route] = []
+
+
+def configure_sdk(serves_http: bool, environ: Mapping[str, str] = os.environ) -> None:
+    """Install the OpenTelemetry SDK as the standard OTEL_* variables say, when they name an exporter.
+
+    Supported: OTEL_TRACES_EXPORTER otlp|console, OTEL_METRICS_EXPORTER otlp|prometheus|console, OTLP over
+    http/protobuf (the `otel` extra) or grpc (with opentelemetry-exporter-otlp-proto-grpc installed); the SDK and
+    the exporters read the rest (endpoint, headers, service name, sampler, export interval). Providers already
+    installed (by `opentelemetry-instrument`) are kept. Prometheus metrics are served at /metrics when the server
+    `serves_http`, else on OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT (localhost:9464).
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return
+    traces, metrics_ = _exporters("TRACES", environ), _exporters("METRICS", environ)
+    if not (traces or metrics_):
+        return
+    try:
+        from . import _otel_sdk
+    except ImportError as exc:
+        logger.error(
+            "OTEL_* variables ask for telemetry, but the OpenTelemetry SDK is not installed (%s): install "
+            "'refactor-mcp[otel]'. Going on without exporting telemetry.",
+            exc,
+        )
+        return
+    try:
+        _routes.extend(_otel_sdk.install(traces, metrics_, serves_http, environ))
+    except (ImportError, ValueError) as exc:
+        logger.error("OpenTelemetry not configured: %s. Going on without exporting telemetry.", exc)
+
+
+def routes() -> list[Route]:
+    """Routes the configured exporters serve in HTTP mode (GET /metrics for Prometheus)."""
+    return list(_routes)
