@@ -203,8 +203,10 @@ async def connect_http(
     token: str | None = TOKEN,
     statuses: list[int] | None = None,
     http_timeout: float = 60,
+    auth: httpx2.Auth | None = None,
 ) -> AsyncIterator[Session]:
-    """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer."""
+    """The official client over streamable HTTP; `statuses` collects the HTTP status of every answer; `auth`
+    (such as the SDK's OAuthClientProvider) authenticates instead of `token`."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def record(response: httpx2.Response) -> None:
@@ -212,7 +214,8 @@ async def connect_http(
             statuses.append(response.status_code)
 
     hooks = {"response": [record]}
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(http_timeout), event_hooks=hooks) as http:
+    timeout = httpx2.Timeout(http_timeout)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks, auth=auth) as http:
         transport = streamable_http_client(url, http_client=http)
         if era == "legacy":
             async with transport as (read, write), ClientSession(read, write) as session:
