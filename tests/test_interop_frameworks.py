@@ -1,0 +1,140 @@
+"""The listed tools as agent frameworks take them: google-genai's strict schema conversion and LangChain's OpenAI tool
+conversion (schema level, no network), and openai-agents' own MCP client calling the server with a scripted model.
+
+Each starts from what the real server lists (run_runnable and two named tools), not from our own constants.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import Agent, Runner, set_tracing_disabled
+from agents.items import ModelResponse
+from agents.mcp import MCPServerStdio
+from agents.models.interface import Model
+from agents.usage import Usage
+from google.genai import types as genai
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from mcp.types import Tool
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
+
+from .conftest import ECHO, FAIL, Emulator, connect, env_for
+from .test_runnables_e2e import RUNNABLES
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def listed(api: Emulator, tmp_path: Path) -> AsyncIterator[list[Tool]]:
+    path = tmp_path / "runnables.toml"
+    path.write_text(RUNNABLES)
+    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(path))) as session:
+        yield (await session.list_tools()).tools
+
+
+def paths(schema: dict[str, Any], at: str = "") -> dict[str, dict[str, Any]]:
+    """Every node of a JSON schema (or google-genai's Schema as a dict) by its path: properties, items, anyOf."""
+    found = {at: schema}
+    for name, inner in (schema.get("properties") or {}).items():
+        found |= paths(inner, f"{at}.{name}")
+    if schema.get("items"):
+        found |= paths(schema["items"], f"{at}[]")
+    for i, option in enumerate(schema.get("anyOf") or schema.get("any_of") or []):
+        found |= paths(option, f"{at}|{i}")
+    return found
+
+
+async def test_google_genai_converts_every_tool_strictly_with_nothing_dropped(listed: list[Tool]) -> None:
+    assert len(listed) == 3
+    for tool in listed:
+        converted = genai.Schema.from_json_schema(
+            json_schema=genai.JSONSchema(**tool.input_schema), raise_error_on_unsupported_field=True
+        ).model_dump(exclude_none=True)
+        ours, theirs = paths(tool.input_schema), paths(converted)
+        assert set(ours) == set(theirs), f"{tool.name}: nodes lost or added"
+        for at, node in ours.items():
+            if "description" in node:
+                assert theirs[at].get("description") == node["description"], f"{tool.name}{at}: description lost"
+            types = node.get("type")
+            if isinstance(types, list):
+                assert theirs[at]["nullable"] is True, f"{tool.name}{at}: null lost"
+            if "object" in (types if isinstance(types, list) else [types]):
+                assert theirs[at]["type"] == genai.Type.OBJECT
+        if tool.name == "run_runnable":
+            timeout = converted["properties"]["timeout_seconds"]
+            assert (timeout["type"], timeout["nullable"]) == (genai.Type.INTEGER, True)
+
+
+async def test_langchain_converts_every_tool_to_an_openai_tool_unchanged(listed: list[Tool]) -> None:
+    for tool in listed:
+        converted = convert_to_openai_tool(
+            {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}
+        )
+        assert converted["function"]["name"] == tool.name
+        assert converted["function"]["description"] == tool.description
+        assert converted["function"]["parameters"] == tool.input_schema
+
+
+class ScriptedModel(Model):
+    """A model that calls one tool with fixed arguments, then answers with what the tool returned."""
+
+    def __init__(self, tool: str, arguments: dict[str, Any]) -> None:
+        self.call = ResponseFunctionToolCall(
+            type="function_call", id="fc_1", call_id="call_1", name=tool, arguments=json.dumps(arguments)
+        )
+        self.tool_output: Any = None
+        self.tools_seen: list[str] = []
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
+        self.tools_seen = [tool.name for tool in kwargs.get("tools", args[1] if len(args) > 1 else [])]
+        outputs = [item for item in input if isinstance(item, dict) and item.get("type") == "function_call_output"]
+        if not outputs:
+            return ModelResponse(output=[self.call], usage=Usage(), response_id=None)
+        self.tool_output = outputs[0]["output"]
+        text = ResponseOutputText(type="output_text", text="done", annotations=[])
+        message = ResponseOutputMessage(type="message", id="m_1", role="assistant", status="completed", content=[text])
+        return ModelResponse(output=[message], usage=Usage(), response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+def tool_text(output: Any) -> str:
+    """The text openai-agents hands the model: the result's text blocks (structuredContent only if asked for)."""
+    return output if isinstance(output, str) else "\n".join(item["text"] for item in output)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            {
+                "runnable_id": ECHO,
+                "timeout_seconds": None,
+                "resources": [{"name": "note", "resource": {"name": "n.txt", "directory_path": "/", "text": "hi"}}],
+            },
+            '"mime_type": "text/plain"',
+        ),
+        ({"runnable_id": FAIL}, "The runnable failed on purpose (emulator sample)."),
+        ({"runnable_id": ECHO, "resources": [{"resource": 5}]}, "resources[0].resource: must be a resource id"),
+    ],
+    ids=["completed", "failed", "invalid"],
+)
+async def test_openai_agents_calls_the_tool_through_its_mcp_client(
+    api: Emulator, arguments: dict[str, Any], expected: str
+) -> None:
+    set_tracing_disabled(True)
+    model = ScriptedModel("run_runnable", arguments)
+    params = {"command": sys.executable, "args": ["-m", "refactor_mcp"], "env": env_for(api)}
+    async with MCPServerStdio(params=params, client_session_timeout_seconds=30) as server:
+        agent = Agent(name="caller", instructions="Run it.", model=model, mcp_servers=[server])
+        result = await Runner.run(agent, "Run the runnable.", max_turns=3)
+    assert result.final_output == "done"
+    assert model.tools_seen == ["run_runnable"]
+    assert expected in tool_text(model.tool_output)
+    assert len(api.requests()) == (0 if "must be" in expected else 1)
