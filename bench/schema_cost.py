@@ -59,7 +59,7 @@ def check_times(schemas: list[dict[str, Any]], instance: dict[str, Any], checks:
 
 
 async def measure(url: str, calls: int, checks: int, against: dict[str, Any] | None) -> None:
-    env = {"REFACTOR_API_KEY": "bench-key", "REFACTOR_BASE_URL": url}
+    env = {"REFACTOR_API_KEY": emulator.DEFAULT_API_KEY, "REFACTOR_BASE_URL": url}
     params = StdioServerParameters(command=sys.executable, args=["-m", "refactor_mcp"], env=env)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -80,6 +80,8 @@ async def measure(url: str, calls: int, checks: int, against: dict[str, Any] | N
         print(f"description {len(tool.description or ''):,} characters")
         for name, result in results.items():
             assert result.structured_content is not None
+            status = result.structured_content["status"]
+            assert status == name if name != "error" else result.structured_content["error"]["code"] == "invalid_input"
             schemas = [schema] if against is None else [schema, against]
             micros = check_times(schemas, result.structured_content, checks)
             older = f"; the older schema: {micros[1]:,.0f} us, {micros[1] / micros[0]:.2f}x" if against else ""
