@@ -1,4 +1,5 @@
-"""The README's snippets work as written: Python ones run against the emulator, JSON ones name real settings."""
+"""The user docs' snippets work as written: Python ones run against the emulator, JSON ones name real settings,
+and every link between the docs leads somewhere."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from refactor_mcp.runnables import tools_for
 
 from .conftest import API_KEY, ECHO, TOKEN, Emulator, http_server
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.DOTALL)
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+"""The user docs: every snippet in them is tested here."""
+BLOCKS = [block for doc in DOCS for block in re.findall(r"```(\w+)\n(.*?)```", doc.read_text(), flags=re.DOTALL)]
 PYTHON = [code for language, code in BLOCKS if language == "python"]
 JSON = [code for language, code in BLOCKS if language == "json" and '"command"' in code]
 """The client configuration blocks (others show tool calls)."""
@@ -79,3 +82,10 @@ def test_json_snippets_start_the_server_with_real_settings(code: str) -> None:
     assert server["command"] == "refactor-mcp"
     assert server.get("args", ["serve"]) == ["serve"]
     assert set(server["env"]) <= settings_env, set(server["env"]) - settings_env
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[doc.name for doc in DOCS])
+def test_every_relative_link_leads_to_a_file(doc: Path) -> None:
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text())
+    missing = [target for target in targets if not (doc.parent / target).exists()]
+    assert missing == [], f"{doc.name} links to files that do not exist: {missing}"
