@@ -24,20 +24,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from ._version import __version__
-from .cancellation import REQUEST_CANCELLED
 from .errors import RefactorError
 from .models import RunState
 from .redaction import Redactor
 
 if TYPE_CHECKING:
+    from mcp.types import CallToolResult
     from opentelemetry.metrics import Counter, Histogram, UpDownCounter
     from starlette.routing import Route
 
@@ -94,6 +91,9 @@ _call: ContextVar[Call | None] = ContextVar("refactor_mcp_call", default=None)
 
 def _caller_sub() -> str | None:
     """The OAuth subject of the caller, when an authorization server vouched for one."""
+    # MCP is imported by the functions that serve it: RefactorClient imports this module, and must stay light.
+    from mcp.server.auth.middleware.auth_context import get_access_token
+
     token = get_access_token()
     return token.subject if token is not None else None
 
@@ -145,6 +145,10 @@ def call_scope(tool: str) -> Iterator[Call]:
 
 def _is_cancellation(exc: BaseException) -> bool:
     """The caller cancelled or went away: stdio cancels the handler, HTTP answers REQUEST_CANCELLED."""
+    from mcp.shared.exceptions import MCPError
+
+    from .cancellation import REQUEST_CANCELLED
+
     if isinstance(exc, MCPError):
         return bool(exc.error.code == REQUEST_CANCELLED)
     return isinstance(exc, anyio.get_cancelled_exc_class())
