@@ -16,8 +16,14 @@ from urllib.parse import quote
 REDACTED = "[REDACTED]"
 
 
+MIN_SECRET_CHARS = 8
+"""Shorter than this, a secret is surely cut short, and scrubbing it would mangle every text it occurs in."""
+
+
 def secret_problem(secret: str) -> str | None:
-    """Why `secret` (already stripped) cannot go into an HTTP header, in words that do not show it."""
+    """Why `secret` (already stripped; empty means unset) cannot be used, in words that do not show it."""
+    if 0 < len(secret) < MIN_SECRET_CHARS:
+        return f"is only {len(secret)} characters long: paste the whole key (or token), at least {MIN_SECRET_CHARS}"
     if any(character.isspace() for character in secret):
         return "has whitespace inside it: a key is one word; paste it again, whole and once"
     if any(ord(character) < 32 or ord(character) == 127 for character in secret):

@@ -10,12 +10,12 @@ from refactor_mcp.config import DEFAULT_BASE_URL
 
 
 def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REFACTOR_API_KEY", "sk-env")
+    monkeypatch.setenv("REFACTOR_API_KEY", "sk-env-0123")
     monkeypatch.setenv("REFACTOR_BASE_URL", "http://127.0.0.1:8787/")
     monkeypatch.setenv("REFACTOR_LOG_LEVEL", "debug")
     settings = Settings()
     assert settings.api_key is not None
-    assert settings.api_key.get_secret_value() == "sk-env"
+    assert settings.api_key.get_secret_value() == "sk-env-0123"
     assert settings.base_url == "http://127.0.0.1:8787"
     assert settings.log_level == "DEBUG"
 
