@@ -109,6 +109,11 @@ def load(path: Path) -> RunnablesFile:
             )
         if name in taken:
             raise RunnablesFileError(f"runnables file {path}: runnables.{name}: the name is taken by the generic tool")
+    if not loaded.expose_generic and not loaded.runnables:
+        raise RunnablesFileError(
+            f"runnables file {path} leaves no tool at all: add a [runnables.<tool name>] table, or remove "
+            "expose_generic = false"
+        )
     return loaded
 
 

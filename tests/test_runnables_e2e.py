@@ -153,6 +153,7 @@ BAD_FILES = [
     (f'[runnables."bad name!"]\nid = "{ECHO}"\ndescription = "x"', "runnables.bad name!: a tool name must match"),
     (f'[runnables.{"n" * 65}]\nid = "{ECHO}"\ndescription = "x"', "a tool name must match"),
     (f'[runnables.run_runnable]\nid = "{ECHO}"\ndescription = "x"', "taken by the generic tool"),
+    ("expose_generic = false", "leaves no tool at all"),
     (f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\ntimeout = 3', "runnables.a.timeout: is not a field"),
     (f'[runnables.a]\nid = "{ECHO}"', "runnables.a.description: is required"),
     (f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\n[runnables.a.inputs.resources]', "input name 'resources'"),
