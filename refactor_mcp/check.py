@@ -75,7 +75,8 @@ async def _api(settings: Settings) -> list[Finding]:
         except NotFoundError:
             return [*findings, found, Finding(True, "the API key is accepted")]
         except UnauthorizedError:
-            return [*findings, found, Finding(False, "the API refused the key", "check REFACTOR_API_KEY")]
+            fix = "set REFACTOR_API_KEY to a current key of your re-factor account: paste it again, or create a new one"
+            return [*findings, found, Finding(False, "the API refused the key (401/403)", fix)]
         except RefactorError as error:
             return [*findings, found, Finding(False, f"{error.code}: {error.message}", "check the network")]
     return [*findings, found, Finding(False, "the API ran a runnable that cannot exist", "check REFACTOR_BASE_URL")]
@@ -101,7 +102,7 @@ async def _base_url(client: RefactorClient) -> Finding:
         False,
         f"cannot tell whether {url} is the re-factor API: without a key its run operation answers HTTP {status}, "
         "not 401, so the key cannot be confirmed",
-        "check REFACTOR_BASE_URL",
+        f"point REFACTOR_BASE_URL at the re-factor API's root ({DEFAULT_BASE_URL} unless you were given another)",
     )
 
 
