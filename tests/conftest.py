@@ -34,6 +34,41 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+# -- parallel runs (pytest-xdist, --dist loadgroup: see pyproject.toml) ------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep a module's tests on one worker when they share a fixture the module itself defines above function
+    scope (a server, a provider, an npm install: made once, not once per worker), and start the longest first.
+
+    Every other test goes to whichever worker is free. A test marked `slow(seconds)` pulls its group to the front,
+    longest first, so the run is not left waiting on a long test that started last.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _uses_a_shared_fixture_of_its_module(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    seconds: dict[str, float] = {}
+    for item in items:
+        unit = _unit(item)
+        marker = item.get_closest_marker("slow")
+        seconds[unit] = seconds.get(unit, 0.0) + (float(marker.args[0]) if marker else 0.0)
+    items.sort(key=lambda item: -seconds[_unit(item)])  # stable: otherwise in the order collected
+
+
+def _uses_a_shared_fixture_of_its_module(item: pytest.Item) -> bool:
+    module = item.nodeid.split("::")[0]
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else []
+    return any(d.scope != "function" and d.baseid == module for ds in definitions for d in ds)
+
+
+def _unit(item: pytest.Item) -> str:
+    """What xdist schedules together: the test's group, or the test alone."""
+    group = item.get_closest_marker("xdist_group")
+    return str(group.args[0]) if group is not None else item.nodeid
+
+
 class Emulator:
     """A running emulator subprocess and its request log."""
 
@@ -175,7 +210,8 @@ def http_server(api: Emulator, *flags: str, port: int | None = None, **env: str)
     port = closed_port() if port is None else port
     process = subprocess.Popen(
         [sys.executable, "-m", "refactor_mcp", "serve", "--transport", "http", "--port", str(port), *flags],
-        env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, **env},
+        # No drain by default: it would only hold each teardown 5 s; the tests of draining set their own.
+        env={**os.environ, **env_for(api), "REFACTOR_MCP_HTTP_TOKEN": TOKEN, "REFACTOR_HTTP_DRAIN_SECONDS": "0", **env},
         stderr=subprocess.PIPE,
         text=True,
     )

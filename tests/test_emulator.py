@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -115,7 +114,12 @@ async def test_bad_credentials_get_401_and_the_key_is_not_logged(client: httpx2.
 
 @pytest.mark.parametrize(
     ("runnable_id", "params", "status"),
-    [(ECHO_ID, {}, 400), (ECHO_ID, {"mode": "async"}, 400), ("not-a-uuid", SYNC, 400), (str(uuid.uuid4()), SYNC, 404)],
+    [
+        (ECHO_ID, {}, 400),
+        (ECHO_ID, {"mode": "async"}, 400),
+        ("not-a-uuid", SYNC, 400),
+        ("0813e801-625c-490d-9428-56663123960f", SYNC, 404),  # fixed: every xdist worker must collect the same ids
+    ],
 )
 async def test_query_and_path_checks(client: httpx2.AsyncClient, runnable_id: str, params: Any, status: int) -> None:
     response = await run(client, runnable_id, params=params)

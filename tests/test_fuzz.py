@@ -36,7 +36,7 @@ from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
 from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
-FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "250"))
+FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "100"))
 Fuzzer = tuple[anyio.from_thread.BlockingPortal, ClientSession, Emulator]
 
 
@@ -141,6 +141,7 @@ def mutate(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow(25)
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     path=st.sampled_from(FIELDS),

@@ -188,6 +188,7 @@ def rolling_restart(
 
 @pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (Debian: apt-get install -y haproxy)")
 @pytest.mark.parametrize("flags", [("--stateless",), ("--stateless", "--json-response")], ids=["sse", "json"])
+@pytest.mark.slow(25)
 async def test_a_rolling_restart_under_load_loses_no_result_and_runs_nothing_twice(
     api: Emulator, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:

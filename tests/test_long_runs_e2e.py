@@ -40,6 +40,7 @@ def sleep_for(seconds: float, **arguments: Any) -> dict[str, Any]:
     } | arguments
 
 
+@pytest.mark.slow(12)
 async def test_a_12_s_run_with_timeout_20_completes_past_the_default_read_timeout(api: Emulator) -> None:
     async with connect("legacy", env_for(api, REFACTOR_READ_TIMEOUT_SECONDS="5")) as session:
         result = await call(session, sleep_for(12, timeout_seconds=20))

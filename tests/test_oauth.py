@@ -439,6 +439,7 @@ def test_refused_a_revoked_opaque_token_within_10_s(server: HttpServer, provider
 # -- key rotation ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(40)
 def test_a_rotated_key_is_accepted_within_60_s_without_a_restart(api: Emulator, oidc_folder: Path) -> None:
     with oidc_provider(oidc_folder) as provider, http_server(api, **oauth_env(provider)) as server:
         assert attempt(server, provider.token("robot", server.mcp)).status_code == 200  # JWKS fetched: key k1

@@ -190,6 +190,7 @@ async def abandoned_run(url: str, era: str, marker: str, outcomes: dict[str, Aba
 
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install -y nginx)")
+@pytest.mark.slow(RUN_SECONDS)
 async def test_a_75_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upstream_at_the_504_in_json_mode(
     api: Emulator, tmp_path: Path
 ) -> None:

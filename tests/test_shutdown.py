@@ -192,6 +192,7 @@ def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "shutdown_client.mjs"
 
 
+@pytest.mark.slow(8)
 @pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
 async def test_sigterm_delivers_to_the_typescript_clients(api: Emulator, ts_client: Path, mode: list[str]) -> None:
     with http_server(api, *mode, **SHUTDOWN_ENV) as server:
