@@ -195,8 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         gc.freeze()
         gc.enable()
     if settings.transport == "http":
-        serve_http(settings)
-        return 0
+        return serve_http(settings)
     if sys.stdin.isatty():  # a person, not an MCP client, started it
         print(
             "refactor-mcp: MCP server for the re-factor API, waiting for an MCP client on stdin. To try it, run "

@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import sys
 from urllib.parse import urlsplit
 
@@ -151,9 +152,23 @@ def auth_mode(settings: Settings) -> str:
     return "none (loopback only: set REFACTOR_MCP_HTTP_TOKEN to require a token)"
 
 
-def serve_http(settings: Settings) -> None:
-    """Listen until SIGTERM or SIGINT, then drain and let in-flight calls finish within the grace period."""
+def serve_http(settings: Settings) -> int:
+    """Listen until SIGTERM or SIGINT, then drain and let in-flight calls finish within the grace period.
+
+    Returns the exit status: 1 when the address cannot be bound, said in one line before any other.
+    """
     host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    try:  # a trial bind, so the URL line below is printed only for an address we can listen on
+        family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+        socket.create_server((settings.http_host, settings.http_port), family=family).close()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(
+            f"refactor-mcp: cannot listen on {host} port {settings.http_port}: {reason}. Stop what listens there, or "
+            "pass another --port.",
+            file=sys.stderr,
+        )
+        return 1
     base = f"http://{host}:{settings.http_port}"
     print(
         f"refactor-mcp: serving MCP at {base}{MCP_PATH} (health: {base}/healthz; auth: {auth_mode(settings)}). "
@@ -186,11 +201,12 @@ def serve_http(settings: Settings) -> None:
     }
     if settings.http_workers == 1:
         uvicorn.run(graceful_app(settings), **options)  # type: ignore[arg-type]
-        return
+        return 0
     # Worker processes rebuild Settings from the environment, so flags given on the command line go there first.
     os.environ.update(_as_environment(settings))
     target = f"{__name__}:app_from_environment"
     uvicorn.run(target, factory=True, workers=settings.http_workers, **options)  # type: ignore[arg-type]
+    return 0
 
 
 def _as_environment(settings: Settings) -> dict[str, str]:
