@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import httpx2
@@ -147,6 +150,24 @@ async def call(session: Session, arguments: dict[str, Any] | None, name: str = "
     jsonschema.validate(result.structured_content, schema)
     assert API_KEY not in json.dumps(result.model_dump(mode="json")), "the API key leaked into a result"
     return result
+
+
+def npm_installed(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of a tests/ Node folder (package.json, its lock, its scripts) with `npm ci` done, as CI does; the
+    calling test is skipped where Node.js and npm are missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("needs Node.js and npm")
+    folder = tmp_path_factory.mktemp(source.name)
+    for file in (source / "package.json", source / "package-lock.json", *source.glob("*.mjs")):
+        shutil.copy(file, folder)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
+    return folder
+
+
+def as_from_a_terminal() -> None:
+    """preexec_fn: Ctrl-C's default action back, as a terminal gives it; xdist's workers ignore SIGINT, and a child
+    inherits that (Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def closed_port() -> int:

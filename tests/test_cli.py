@@ -15,7 +15,7 @@ import pytest
 from refactor_mcp import __version__
 from refactor_mcp.cli import COMMANDS
 
-from .conftest import API_KEY, ECHO, Emulator, closed_port, http_server
+from .conftest import API_KEY, ECHO, Emulator, as_from_a_terminal, closed_port, http_server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,6 +122,7 @@ def test_the_stdio_server_started_from_a_terminal_says_what_it_waits_for(api: Em
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "REFACTOR_BASE_URL": api.url},
+        preexec_fn=as_from_a_terminal,
     )
     os.close(terminal)
     try:

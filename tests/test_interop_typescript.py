@@ -9,7 +9,6 @@ other) and refuses arguments that do not fit it before the server sees them.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import API_KEY, ECHO, FAIL, TOKEN, Emulator, env_for, http_server
+from .conftest import API_KEY, ECHO, FAIL, TOKEN, Emulator, env_for, http_server, npm_installed
 
 FOLDER = Path(__file__).parent / "ts-interop"
 IDS = json.dumps({"echo": ECHO, "fail": FAIL})
@@ -27,13 +26,7 @@ FAILED = "The runnable failed on purpose (emulator sample)."
 @pytest.fixture(scope="session")
 def interop_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """interop_client.mjs with the clients installed beside it, as pinned in tests/ts-interop."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs Node.js and npm")
-    folder = tmp_path_factory.mktemp("ts-interop")
-    for name in ("package.json", "package-lock.json", "interop_client.mjs"):
-        shutil.copy(FOLDER / name, folder)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
-    return folder / "interop_client.mjs"
+    return npm_installed(FOLDER, tmp_path_factory) / "interop_client.mjs"
 
 
 def run(script: Path, *args: str) -> dict[str, Any]:

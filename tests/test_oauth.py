@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +33,19 @@ from pydantic import AnyUrl
 
 from refactor_mcp.config import Settings
 
-from .conftest import API_KEY, ECHO, TOKEN, Emulator, HttpServer, call, closed_port, connect_http, env_for, http_server
+from .conftest import (
+    API_KEY,
+    ECHO,
+    TOKEN,
+    Emulator,
+    HttpServer,
+    call,
+    closed_port,
+    connect_http,
+    env_for,
+    http_server,
+    npm_installed,
+)
 
 OIDC = Path(__file__).parent / "oidc"
 SCOPE = "mcp:tools"
@@ -114,13 +125,7 @@ class Provider:
 @pytest.fixture(scope="module")
 def oidc_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The provider installed from the lock file, as CI does."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs Node.js and npm")
-    folder = tmp_path_factory.mktemp("oidc")
-    for name in ("package.json", "package-lock.json", "provider.mjs"):
-        shutil.copy(OIDC / name, folder)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
-    return folder
+    return npm_installed(OIDC, tmp_path_factory)
 
 
 @contextmanager

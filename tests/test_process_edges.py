@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Emulator, env_for
+from .conftest import Emulator, as_from_a_terminal, env_for
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -28,6 +28,7 @@ def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         bufsize=0,
+        preexec_fn=as_from_a_terminal,
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ import httpx2
 import pytest
 from mcp.types import CallToolResult
 
-from .conftest import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline
+from .conftest import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline, npm_installed
 
 pytestmark = pytest.mark.anyio
 
@@ -183,13 +182,7 @@ async def test_the_same_signal_again_stops_at_once(api: Emulator) -> None:
 @pytest.fixture(scope="session")
 def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/ts."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("needs Node.js and npm")
-    folder = tmp_path_factory.mktemp("ts")
-    for name in ("package.json", "package-lock.json", "shutdown_client.mjs"):
-        shutil.copy(TS_FOLDER / name, folder)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=300)
-    return folder / "shutdown_client.mjs"
+    return npm_installed(TS_FOLDER, tmp_path_factory) / "shutdown_client.mjs"
 
 
 @pytest.mark.slow(8)
