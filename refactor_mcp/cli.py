@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from ._version import __version__
 from .config import Settings
+from .errors import cannot_listen
 from .redaction import RedactingFormatter
 
 
@@ -239,12 +239,7 @@ def _emulator(args: argparse.Namespace) -> int:
         print(f"refactor-mcp emulator: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the port is taken, or not ours to bind
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        print(
-            f"refactor-mcp emulator: cannot listen on {args.host} port {args.port}: {reason}. Stop what listens "
-            "there, or pass another --port (0 picks a free one).",
-            file=sys.stderr,
-        )
+        print(f"refactor-mcp emulator: {cannot_listen(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

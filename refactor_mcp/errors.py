@@ -6,6 +6,7 @@ what happened and what to do. HTTP statuses are mapped to classes in one place, 
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar, Literal, TypeAlias
 
 ErrorCode = Literal[
@@ -139,3 +140,9 @@ def error_for_status(
     return UpstreamError(
         f"The re-factor API answered with an unexpected HTTP {status}.{said}", http_status=status, details=details
     )
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """Why a server could not bind its address, and what to do: one line for a person at a terminal."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"cannot listen on {host} port {port}: {reason}. Stop what listens there, or pass another --port."

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import oauth, shutdown, telemetry
 from ._version import __version__
 from .config import Settings, is_loopback
+from .errors import cannot_listen
 from .server import build_server
 
 logger = logging.getLogger(__name__)
@@ -162,12 +163,7 @@ def serve_http(settings: Settings) -> int:
         family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
         socket.create_server((settings.http_host, settings.http_port), family=family).close()
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        print(
-            f"refactor-mcp: cannot listen on {host} port {settings.http_port}: {reason}. Stop what listens there, or "
-            "pass another --port.",
-            file=sys.stderr,
-        )
+        print(f"refactor-mcp: {cannot_listen(host, settings.http_port, exc)}", file=sys.stderr)
         return 1
     base = f"http://{host}:{settings.http_port}"
     print(

@@ -493,27 +493,20 @@ def test_oauth_settings_that_do_not_hang_together_are_refused(settings: dict[str
     assert "s3cret-value" not in str(refusal.value)
 
 
+def check_http(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "refactor_mcp", "check", "--transport", "http"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_check_fetches_the_issuer_metadata_and_keys(api: Emulator, provider: Provider) -> None:
     env = {**os.environ, **env_for(api), **oauth_env(provider)}
-    done = subprocess.run(
-        [sys.executable, "-m", "refactor_mcp", "check", "--transport", "http"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_http(env)
     assert f"the issuer's metadata is at {provider.issuer}/.well-known/openid-configuration" in done.stdout
     assert "holds 1 usable key(s)" in done.stdout
     assert f"the introspection endpoint {provider.issuer}/token/introspection answers" in done.stdout
     assert done.returncode == 0, done.stdout
     wrong = {**env, "REFACTOR_OAUTH_ISSUER": f"{provider.issuer}/", "REFACTOR_OAUTH_CLIENT_SECRET": "wrong-secret"}
-    done = subprocess.run(
-        [sys.executable, "-m", "refactor_mcp", "check", "--transport", "http"],
-        env=wrong,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_http(wrong)
     assert done.returncode == 1
     assert "no metadata names the issuer" in done.stdout
     assert "REFACTOR_OAUTH_CLIENT_SECRET" in done.stdout

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,23 @@ def assert_each_call_reached_the_api_once(api: Emulator, sleeps: int, echoes: in
     assert not any(request["disconnected"] for request in requests), "no run was cut off"
 
 
-@pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
-@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
-async def test_sigterm_drains_then_delivers_the_call_in_flight(api: Emulator, era: str, mode: list[str]) -> None:
+@dataclass
+class Drained:
+    """What a SIGTERM with one long call in flight came to."""
+
+    in_flight: CallToolResult
+    health: httpx2.Response
+    new_call: CallToolResult
+    status: int
+    elapsed: float
+    log: str
+
+
+async def sigterm_during_a_call(api: Emulator, era: str, *flags: str) -> Drained:
+    """Start a long call, send SIGTERM once it reached the API, read /healthz and make a new call during the drain,
+    then wait for the server to exit."""
     in_flight: list[CallToolResult] = []
-    with http_server(api, *mode, **SHUTDOWN_ENV) as server:
+    with http_server(api, *flags, **SHUTDOWN_ENV) as server:
         with anyio.fail_after(DRAIN + GRACE + 20):
             async with connect_http(server.mcp, era) as session, anyio.create_task_group() as group:
 
@@ -114,38 +127,30 @@ async def test_sigterm_drains_then_delivers_the_call_in_flight(api: Emulator, er
                 async with connect_http(server.mcp, era) as fresh:
                     new_call = await call(fresh, {"runnable_id": ECHO})
         status, elapsed, log = stopped(server, signalled)
-    assert health.status_code == 503
-    assert health.json()["status"] == "draining"
-    assert new_call.is_error is False, "a call made during the drain is served"
-    assert slept(in_flight[0]) == LONG, "the call in flight got its whole result"
-    assert status == -signal.SIGTERM
-    assert_drained_and_delivered(log, elapsed)
+    return Drained(in_flight[0], health, new_call, status, elapsed, log)
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_sigterm_drains_then_delivers_the_call_in_flight(api: Emulator, era: str, mode: list[str]) -> None:
+    drained = await sigterm_during_a_call(api, era, *mode)
+    assert drained.health.status_code == 503
+    assert drained.health.json()["status"] == "draining"
+    assert drained.new_call.is_error is False, "a call made during the drain is served"
+    assert slept(drained.in_flight) == LONG, "the call in flight got its whole result"
+    assert drained.status == -signal.SIGTERM
+    assert_drained_and_delivered(drained.log, drained.elapsed)
     assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
 
 
 async def test_every_worker_drains_then_delivers(api: Emulator) -> None:
-    in_flight: list[CallToolResult] = []
-    with http_server(api, "--stateless", "--workers", "2", **SHUTDOWN_ENV) as server:
-        with anyio.fail_after(DRAIN + GRACE + 20):
-            async with connect_http(server.mcp) as session, anyio.create_task_group() as group:
-
-                async def long_call() -> None:
-                    in_flight.append(await call(session, sleep_for(LONG)))
-
-                group.start_soon(long_call)
-                await upstream_started(api, 1)
-                # uvicorn's supervisor passes the signal on to each worker within half a second.
-                server.process.send_signal(signal.SIGTERM)
-                signalled = time.monotonic()
-                health = await draining_health(server)
-                async with connect_http(server.mcp) as fresh:
-                    new_call = await call(fresh, {"runnable_id": ECHO})
-        _, elapsed, log = stopped(server, signalled)
-    assert health.status_code == 503
-    assert new_call.is_error is False
-    assert slept(in_flight[0]) == LONG
-    assert log.count("SIGTERM: draining") == 2, log
-    assert_drained_and_delivered(log, elapsed)
+    # uvicorn's supervisor passes the signal on to each worker within half a second.
+    drained = await sigterm_during_a_call(api, "legacy", "--stateless", "--workers", "2")
+    assert drained.health.status_code == 503
+    assert drained.new_call.is_error is False
+    assert slept(drained.in_flight) == LONG
+    assert drained.log.count("SIGTERM: draining") == 2, drained.log
+    assert_drained_and_delivered(drained.log, drained.elapsed)
     assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
 
 
