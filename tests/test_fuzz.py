@@ -36,7 +36,7 @@ from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
 from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
-FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "100"))
+FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "50"))
 Fuzzer = tuple[anyio.from_thread.BlockingPortal, ClientSession, Emulator]
 
 
