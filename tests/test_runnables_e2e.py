@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import ECHO, WORD_COUNT, Emulator, call, connect, env_for, error_of, inline, text_of
+from .conftest import ECHO, WORD_COUNT, Emulator, Session, call, connect, env_for, error_of, inline, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -37,16 +38,29 @@ description = "The text whose words to count."
 """
 
 
-@pytest.fixture
-def runnables_file(tmp_path: Path) -> Path:
-    path = tmp_path / "runnables.toml"
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Module scope, so that `shared` can live across the module's tests."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def runnables_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("runnables") / "runnables.toml"
     path.write_text(RUNNABLES)
     return path
 
 
-async def test_two_runnables_become_two_tools_with_their_schemas(api: Emulator, runnables_file: Path) -> None:
-    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+@pytest.fixture(scope="module")
+async def shared(emulator_process: Emulator, runnables_file: Path) -> AsyncIterator[Session]:
+    """A server with RUNNABLES, shared by the tests that need no other settings (a start costs more CPU than a
+    test's calls); the tests that read the request log take `api`, which empties it."""
+    async with connect("legacy", env_for(emulator_process, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
+        yield session
+
+
+async def test_two_runnables_become_two_tools_with_their_schemas(shared: Session) -> None:
+    tools = {tool.name: tool for tool in (await shared.list_tools()).tools}
     assert list(tools) == ["run_runnable", "summarize_contract", "count-words"]
     summarize = tools["summarize_contract"].input_schema
     assert sorted(summarize["properties"]) == ["contract", "resources"], "id, timeout and telemetry are fixed"
@@ -92,9 +106,8 @@ async def test_calling_a_named_tool_sends_its_id_defaults_and_resources(api: Emu
     assert second["body"]["telemetry_strategy"] == "default"
 
 
-async def test_a_missing_required_input_is_named(api: Emulator, runnables_file: Path) -> None:
-    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
-        error = error_of(await call(session, {"timeout_seconds": 5}, name="summarize_contract"))
+async def test_a_missing_required_input_is_named(api: Emulator, shared: Session) -> None:
+    error = error_of(await call(shared, {"timeout_seconds": 5}, name="summarize_contract"))
     assert error["code"] == "invalid_input"
     assert "contract: is required" in error["message"]
     assert "timeout_seconds: is not a field" in error["message"], "a fixed field cannot be overridden"
@@ -123,14 +136,11 @@ async def test_errors_name_the_named_tools_own_arguments(api: Emulator, runnable
     assert api.requests() == []
 
 
-async def test_a_named_tools_numbers_have_the_generic_tools_ranges(api: Emulator, runnables_file: Path) -> None:
+async def test_a_named_tools_numbers_have_the_generic_tools_ranges(api: Emulator, shared: Session) -> None:
     document = {"name": "d", "directory_path": "/", "uri": "https://example.invalid/d", "metadata": {"n": 2**53}}
-    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        timeout = await call(
-            session, {"document": {**document, "metadata": {}}, "timeout_seconds": 2**31}, "count-words"
-        )
-        metadata = await call(session, {"document": document}, "count-words")
+    tools = {tool.name: tool for tool in (await shared.list_tools()).tools}
+    timeout = await call(shared, {"document": {**document, "metadata": {}}, "timeout_seconds": 2**31}, "count-words")
+    metadata = await call(shared, {"document": document}, "count-words")
     schema = tools["count-words"].input_schema["properties"]["timeout_seconds"]
     assert (schema["minimum"], schema["maximum"]) == (-(2**31), 2**31 - 1)
     assert error_of(timeout)["details"]["problems"][0]["field"] == "timeout_seconds"

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import tempfile
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,6 +19,7 @@ from .conftest import (
     SLEEP,
     WORD_COUNT,
     Emulator,
+    Session,
     call,
     closed_port,
     connect,
@@ -34,14 +36,30 @@ pytestmark = pytest.mark.anyio
 ERAS = ["legacy", "2026-07-28"]
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Module scope, so that `servers` can live across the module's tests."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def servers(emulator_process: Emulator) -> AsyncIterator[dict[str, Session]]:
+    """A server in each era with the default settings, shared by the tests that need no other (a start costs
+    more CPU than a test's calls); the tests that read the request log take `api`, which empties it."""
+    async with (
+        connect("legacy", env_for(emulator_process)) as legacy,
+        connect("2026-07-28", env_for(emulator_process)) as modern,
+    ):
+        yield {"legacy": legacy, "2026-07-28": modern}
+
+
 def data_uri(data: bytes, mime: str = "text/plain") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_lists_run_runnable_with_self_contained_schemas(api: Emulator, era: str) -> None:
-    async with connect(era, env_for(api)) as session:
-        tools = (await session.list_tools()).tools
+async def test_lists_run_runnable_with_self_contained_schemas(servers: dict[str, Session], era: str) -> None:
+    tools = (await servers[era].list_tools()).tools
     assert [tool.name for tool in tools] == ["run_runnable"]
     tool = tools[0]
     listed = json.dumps([tool.input_schema, tool.output_schema])
@@ -54,7 +72,9 @@ async def test_lists_run_runnable_with_self_contained_schemas(api: Emulator, era
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_completed_run_returns_the_runstate_as_received(api: Emulator, era: str) -> None:
+async def test_completed_run_returns_the_runstate_as_received(
+    api: Emulator, servers: dict[str, Session], era: str
+) -> None:
     payload = b"\x00\x01binary\xff" * 100
     arguments = {
         "runnable_id": ECHO,
@@ -65,8 +85,7 @@ async def test_completed_run_returns_the_runstate_as_received(api: Emulator, era
         ],
         "timeout_seconds": 30,
     }
-    async with connect(era, env_for(api)) as session:
-        result = await call(session, arguments)
+    result = await call(servers[era], arguments)
 
     assert result.is_error is False
     state = result.structured_content
@@ -97,9 +116,8 @@ async def test_completed_run_returns_the_runstate_as_received(api: Emulator, era
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_failed_run_is_an_error_result_with_the_runs_error(api: Emulator, era: str) -> None:
-    async with connect(era, env_for(api)) as session:
-        result = await call(session, {"runnable_id": FAIL})
+async def test_failed_run_is_an_error_result_with_the_runs_error(servers: dict[str, Session], era: str) -> None:
+    result = await call(servers[era], {"runnable_id": FAIL})
     assert result.is_error is True
     state = result.structured_content
     assert state is not None
@@ -108,19 +126,16 @@ async def test_failed_run_is_an_error_result_with_the_runs_error(api: Emulator, 
     assert "sample_failure" in text_of(result)
 
 
-async def test_word_count_reads_text_resources(api: Emulator) -> None:
-    async with connect("legacy", env_for(api)) as session:
-        result = await call(
-            session, {"runnable_id": WORD_COUNT, "resources": [inline("t", data_uri(b"one two three"))]}
-        )
+async def test_word_count_reads_text_resources(servers: dict[str, Session]) -> None:
+    arguments = {"runnable_id": WORD_COUNT, "resources": [inline("t", data_uri(b"one two three"))]}
+    result = await call(servers["legacy"], arguments)
     assert result.is_error is False
     assert result.structured_content is not None
     assert result.structured_content["result"]["outputs"]["total_words"] == 3
 
 
-async def test_unfinished_run_is_not_an_error_and_says_so(api: Emulator) -> None:
-    async with connect("legacy", env_for(api)) as session:
-        result = await call(session, {"runnable_id": RUNNING})
+async def test_unfinished_run_is_not_an_error_and_says_so(servers: dict[str, Session]) -> None:
+    result = await call(servers["legacy"], {"runnable_id": RUNNING})
     assert result.is_error is False
     state = result.structured_content
     assert state is not None
@@ -161,13 +176,12 @@ BAD_ARGUMENTS = [
 ]
 
 
-async def test_invalid_arguments_name_the_field_and_send_nothing(api: Emulator) -> None:
-    async with connect("legacy", env_for(api)) as session:
-        for arguments, field in BAD_ARGUMENTS:
-            error = error_of(await call(session, arguments))
-            assert error["code"] == "invalid_input", arguments
-            assert field in error["message"], (field, error["message"])
-            assert any(field in problem["field"] for problem in error["details"]["problems"]), error["details"]
+async def test_invalid_arguments_name_the_field_and_send_nothing(api: Emulator, servers: dict[str, Session]) -> None:
+    for arguments, field in BAD_ARGUMENTS:
+        error = error_of(await call(servers["legacy"], arguments))
+        assert error["code"] == "invalid_input", arguments
+        assert field in error["message"], (field, error["message"])
+        assert any(field in problem["field"] for problem in error["details"]["problems"]), error["details"]
     assert api.requests() == [], "no request reaches the API for invalid arguments"
 
 
@@ -211,9 +225,8 @@ async def test_every_request_failure_has_its_code(api: Emulator, era: str) -> No
                 assert error["message"], code
 
 
-async def test_api_message_is_kept_for_invalid_input(api: Emulator) -> None:
-    async with connect("legacy", env_for(api)) as session:
-        error = error_of(await call(session, {"runnable_id": WORD_COUNT}))
+async def test_api_message_is_kept_for_invalid_input(servers: dict[str, Session]) -> None:
+    error = error_of(await call(servers["legacy"], {"runnable_id": WORD_COUNT}))
     assert "needs at least one text/* resource" in error["message"]
 
 
