@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -20,6 +22,7 @@ from .conftest import (
     TOKEN,
     WORD_COUNT,
     Emulator,
+    HttpServer,
     call,
     connect_http,
     env_for,
@@ -39,13 +42,38 @@ INITIALIZE = {
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-@pytest.mark.parametrize("mode", [[], ["--stateless", "--json-response"]])
+# Servers shared by the tests that only send them requests, one per set of settings: a start costs more CPU than
+# all of a test's requests. Each test still connects its own client.
+
+
+@pytest.fixture(scope="module")
+def server(emulator_process: Emulator) -> Iterator[HttpServer]:
+    """The default server: token-protected, stateful, SSE answers."""
+    with http_server(emulator_process) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stateless_server(emulator_process: Emulator) -> Iterator[HttpServer]:
+    with http_server(emulator_process, "--stateless", "--json-response") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def allowed_host_server(emulator_process: Emulator) -> Iterator[HttpServer]:
+    with http_server(emulator_process, REFACTOR_HTTP_ALLOWED_HOSTS="mcp.example.com") as server:
+        yield server
+
+
+@pytest.mark.parametrize("mode", ["stateful-sse", "stateless-json"])
 @pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
-async def test_the_right_token_lists_and_calls(api: Emulator, mode: list[str], era: str) -> None:
-    with http_server(api, *mode) as server:
-        async with connect_http(server.mcp, era) as session:
-            assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
-            result = await call(session, {"runnable_id": WORD_COUNT, "resources": [inline("t", text="one two")]})
+async def test_the_right_token_lists_and_calls(
+    api: Emulator, server: HttpServer, stateless_server: HttpServer, mode: str, era: str
+) -> None:
+    url = (server if mode == "stateful-sse" else stateless_server).mcp
+    async with connect_http(url, era) as session:
+        assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
+        result = await call(session, {"runnable_id": WORD_COUNT, "resources": [inline("t", text="one two")]})
     assert result.is_error is False
     assert result.structured_content is not None
     assert result.structured_content["result"]["outputs"]["total_words"] == 2
@@ -55,14 +83,13 @@ async def test_the_right_token_lists_and_calls(api: Emulator, mode: list[str], e
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
-async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, token: str | None) -> None:
-    with http_server(api) as server:
-        headers = ACCEPT | ({"Authorization": f"Bearer {token}"} if token else {})
-        raw = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
-        statuses: list[int] = []
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the official client wraps the 401 in its own errors
-            async with connect_http(server.mcp, token=token, statuses=statuses) as session:
-                await session.list_tools()
+async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, server: HttpServer, token: str | None) -> None:
+    headers = ACCEPT | ({"Authorization": f"Bearer {token}"} if token else {})
+    raw = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
+    statuses: list[int] = []
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the official client wraps the 401 in its own errors
+        async with connect_http(server.mcp, token=token, statuses=statuses) as session:
+            await session.list_tools()
     assert raw.status_code == 401
     assert raw.headers["www-authenticate"].startswith("Bearer")
     assert statuses == [401], "the official client was refused at its first request"
@@ -73,11 +100,8 @@ async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, token: str | No
     ("headers", "status"),
     [({"Origin": "http://evil.example"}, 403), ({"Host": "evil.example"}, 421), ({}, 200)],
 )
-async def test_dns_rebinding_checks_host_and_origin(api: Emulator, headers: dict[str, str], status: int) -> None:
-    with http_server(api) as server:
-        answer = httpx2.post(
-            server.mcp, json=INITIALIZE, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"} | headers
-        )
+async def test_dns_rebinding_checks_host_and_origin(server: HttpServer, headers: dict[str, str], status: int) -> None:
+    answer = httpx2.post(server.mcp, json=INITIALIZE, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"} | headers)
     assert answer.status_code == status, answer.text
 
 
@@ -165,20 +189,32 @@ async def test_sigterm_without_a_drain_refuses_new_connections_and_lets_the_call
     assert outcome[0].json()["result"]["isError"] is False
 
 
-@pytest.mark.skipif(shutil.which("npx") is None, reason="needs npx (Node.js)")
-@pytest.mark.parametrize("scenario", ["server-initialize", "ping", "tools-list", "dns-rebinding-protection"])
-def test_the_official_conformance_scenarios_pass(api: Emulator, scenario: str) -> None:
-    with http_server(api, REFACTOR_MCP_HTTP_TOKEN="") as server:
+CONFORMANCE = ["server-initialize", "ping", "tools-list", "dns-rebinding-protection"]
+
+
+@pytest.fixture(scope="module")
+def conformance(emulator_process: Emulator) -> dict[str, tuple[str, str]]:
+    """Each official conformance scenario's exit status and output, against a tokenless server. The CLI runs one
+    scenario at a time, so one npx start runs it once per scenario, between marker lines."""
+    if shutil.which("npx") is None:
+        pytest.skip("needs npx (Node.js)")
+    with http_server(emulator_process, REFACTOR_MCP_HTTP_TOKEN="") as server:
         suite = "npx -y -p node@22 -p @modelcontextprotocol/conformance@0.1.16"
-        ran = subprocess.run(
-            [*suite.split(), "-c", f"conformance server --url {server.mcp} --scenario {scenario}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        script = "; ".join(
+            f'echo ">>> {s}"; conformance server --url {server.mcp} --scenario {s} 2>&1; echo ">>> {s} exit $?"'
+            for s in CONFORMANCE
         )
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
-    assert API_KEY not in ran.stdout
+        ran = subprocess.run([*suite.split(), "-c", script], capture_output=True, text=True, timeout=600, check=False)
+    sections = re.findall(r"(?ms)^>>> (\S+)$(.*?)^>>> \1 exit (\d+)$", ran.stdout)
+    assert [scenario for scenario, _, _ in sections] == CONFORMANCE, ran.stdout[-3000:] + ran.stderr[-2000:]
+    return {scenario: (status, output) for scenario, output, status in sections}
+
+
+@pytest.mark.parametrize("scenario", CONFORMANCE)
+def test_the_official_conformance_scenarios_pass(conformance: dict[str, tuple[str, str]], scenario: str) -> None:
+    status, output = conformance[scenario]
+    assert status == "0", output[-3000:]
+    assert API_KEY not in output
 
 
 @pytest.mark.parametrize(
@@ -199,9 +235,10 @@ def test_json_answers_with_a_long_read_timeout_are_warned_about_at_start(
 @pytest.mark.parametrize(
     ("host", "status"), [("mcp.example.com", 200), ("mcp.example.com:8443", 200), ("evil.test", 421)]
 )
-def test_an_allowed_host_is_accepted_with_or_without_a_port(api: Emulator, host: str, status: int) -> None:
+def test_an_allowed_host_is_accepted_with_or_without_a_port(
+    allowed_host_server: HttpServer, host: str, status: int
+) -> None:
     # Clients on the default port (443 behind a balancer) send a Host header without one.
-    with http_server(api, REFACTOR_HTTP_ALLOWED_HOSTS="mcp.example.com") as server:
-        headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "Host": host}
-        answer = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
+    headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "Host": host}
+    answer = httpx2.post(allowed_host_server.mcp, json=INITIALIZE, headers=headers)
     assert answer.status_code == status, answer.text

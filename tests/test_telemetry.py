@@ -13,7 +13,7 @@ import json
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -38,6 +38,7 @@ from .conftest import (
     ECHO,
     FAULT,
     Emulator,
+    Session,
     call,
     connect,
     connect_http,
@@ -64,14 +65,26 @@ def _trace_id(traceparent: str) -> str:
 # -- with no SDK: the caller's trace context goes on to re-factor ----------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """Module-scoped, so that a session can outlive a test (the `session` fixture)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def session(request: pytest.FixtureRequest, emulator_process: Emulator) -> AsyncIterator[Session]:
+    """One stdio server per era (the tests parametrize `session` with it), shared by the tests of its settings."""
+    async with connect(request.param, env_for(emulator_process)) as session:
+        yield session
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
-async def test_traceparent_in_meta_reaches_the_upstream(api: Emulator, era: str) -> None:
-    async with connect(era, env_for(api)) as session:
-        result = await session.call_tool(  # type: ignore[call-arg]
-            "run_runnable", ECHO_ARGUMENTS, meta={"traceparent": TRACEPARENT, "tracestate": TRACESTATE}
-        )
-        assert not result.is_error, result
+@pytest.mark.parametrize("session", ["legacy", "2026-07-28"], indirect=True)
+async def test_traceparent_in_meta_reaches_the_upstream(api: Emulator, session: Session) -> None:
+    result = await session.call_tool(  # type: ignore[call-arg]
+        "run_runnable", ECHO_ARGUMENTS, meta={"traceparent": TRACEPARENT, "tracestate": TRACESTATE}
+    )
+    assert not result.is_error, result
     [request] = api.requests()
     headers = request["headers"]
     assert _trace_id(headers["traceparent"]) == TRACE_ID, "the run joins the caller's trace"
@@ -80,10 +93,10 @@ async def test_traceparent_in_meta_reaches_the_upstream(api: Emulator, era: str)
 
 
 @pytest.mark.anyio
-async def test_no_trace_context_sends_none(api: Emulator) -> None:
+@pytest.mark.parametrize("session", ["legacy"], indirect=True)
+async def test_no_trace_context_sends_none(api: Emulator, session: Session) -> None:
     """A caller that traces nothing gets no made-up trace: no SDK, no context, no header."""
-    async with connect("legacy", env_for(api)) as session:
-        await call(session, ECHO_ARGUMENTS)
+    await call(session, ECHO_ARGUMENTS)
     [request] = api.requests()
     assert "traceparent" not in request["headers"]
 
