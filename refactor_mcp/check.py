@@ -19,7 +19,7 @@ import anyio
 from .client import RefactorClient
 from .config import DEFAULT_BASE_URL, Settings
 from .errors import NotFoundError, RefactorError, UnauthorizedError
-from .runnables import tools_for
+from .runnables import load
 
 NIL_RUNNABLE = "00000000-0000-0000-0000-000000000000"
 
@@ -111,7 +111,7 @@ def run_check(settings: Settings) -> int:
     findings = [Finding(True, f"configuration is valid (base URL {settings.base_url})")]
     findings += [Finding(True, warning, mark="WARN") for warning in settings.warnings()]
     if settings.runnables_file is not None:
-        names = ", ".join(tool.tool.name for tool in tools_for(settings.runnables_file))
+        names = ", ".join(load(settings.runnables_file).tool_names())
         findings.append(Finding(True, f"runnables file {settings.runnables_file} is valid; tools: {names}"))
     findings += _directories(settings)
     findings += anyio.run(_api, settings)

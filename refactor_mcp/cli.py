@@ -11,14 +11,16 @@ import gc
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
-from pydantic import ValidationError
 
 from ._version import __version__
-from .config import Settings
 from .errors import cannot_listen
 from .redaction import RedactingFormatter
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def configure_logging(settings: Settings) -> None:
@@ -156,6 +158,11 @@ def _settings(args: argparse.Namespace) -> Settings | None:
 
     The runnables file is checked here too, so a bad one stops start-up with its message, before any transport.
     """
+    # Here rather than at the top: --version and --help answer without pydantic.
+    from pydantic import ValidationError
+
+    from .config import Settings
+
     overrides = {name: value for name in SETTINGS_FLAGS if (value := getattr(args, name, None)) is not None}
     try:
         settings = Settings(**overrides)

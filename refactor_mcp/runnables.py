@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mcp.types import Tool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .models import ResourceBinding, ResourceForm, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
-from .tools import (
-    ANNOTATIONS,
-    GENERIC,
-    OUTPUT_SCHEMA,
-    RESOURCE_SOURCES_HINT,
-    RESULT_HINT,
-    Run,
-    RunnableTool,
-    field_problem,
-    input_schema,
-)
+from .arguments import RUN_RUNNABLE, field_problem
+from .models import ResourceBinding, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
+
+if TYPE_CHECKING:
+    from .tools import RunnableTool
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVED_INPUTS = frozenset(RunRequest.model_fields)
@@ -78,6 +70,10 @@ class RunnablesFile(BaseModel):
     expose_generic: bool = True
     runnables: dict[str, Entry] = Field(default_factory=dict)
 
+    def tool_names(self) -> list[str]:
+        """The names of the tools a server with this file lists, in its order (`tools_for` builds the tools)."""
+        return [RUN_RUNNABLE, *self.runnables] if self.expose_generic else list(self.runnables)
+
 
 def load(path: Path) -> RunnablesFile:
     """Read and check the file; raises RunnablesFileError naming the entry and the problem."""
@@ -101,7 +97,7 @@ def load(path: Path) -> RunnablesFile:
         problems = [field_problem(error) for error in exc.errors(include_url=False)]
         listed = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems)
         raise RunnablesFileError(f"runnables file {path}: {listed}") from None
-    taken = {GENERIC.tool.name} if loaded.expose_generic else set()
+    taken = {RUN_RUNNABLE} if loaded.expose_generic else set()
     for name in loaded.runnables:
         if not TOOL_NAME.fullmatch(name):
             raise RunnablesFileError(
@@ -117,57 +113,10 @@ def load(path: Path) -> RunnablesFile:
     return loaded
 
 
-def named_tool(name: str, entry: Entry) -> RunnableTool:
-    """The tool of one entry: run_runnable's arguments minus runnable_id and what the entry fixes, plus inputs."""
-    fields: dict[str, Any] = {
-        input_name: (
-            ResourceForm if spec.required else ResourceForm | None,
-            Field(... if spec.required else None, description=spec.description or f"The {input_name} resource."),
-        )
-        for input_name, spec in entry.inputs.items()
-    }
-    more = "More resources to send, beyond the named inputs." if entry.inputs else "Resources to send."
-    fields["resources"] = (RunRequest.model_fields["resources"].annotation, Field(None, description=more))
-    for fixable in ("timeout_seconds", "telemetry_strategy"):
-        if getattr(entry, fixable) is None:
-            field = RunRequest.model_fields[fixable]
-            fields[fixable] = (field.annotation, field)
-    arguments = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid", strict=True), **fields)
-
-    def to_run(args: BaseModel) -> Run:
-        given = {name: value for name in entry.inputs if (value := getattr(args, name)) is not None}
-        more = getattr(args, "resources", None) or []
-        request = RunRequest(
-            resources=[
-                *entry.resources,
-                *(ResourceBinding(name=name, resource=value) for name, value in given.items()),
-                *more,
-            ]
-            or None,
-            timeout_seconds=entry.timeout_seconds or getattr(args, "timeout_seconds", None),
-            telemetry_strategy=entry.telemetry_strategy or getattr(args, "telemetry_strategy", "default"),
-        )
-        labels = [
-            *(f"runnables file's runnables.{name}.resources[{i}].resource" for i in range(len(entry.resources))),
-            *given,
-            *(f"resources[{i}].resource" for i in range(len(more))),
-        ]
-        return Run(entry.id, request, labels)
-
-    inputs_hint = " Pass its inputs by name." if entry.inputs else ""
-    tool = Tool(
-        name=name,
-        title=name.replace("_", " ").capitalize(),
-        description=f"{entry.description}{inputs_hint} {RESOURCE_SOURCES_HINT} {RESULT_HINT}",
-        input_schema=input_schema(arguments),
-        output_schema=OUTPUT_SCHEMA,
-        annotations=ANNOTATIONS,
-    )
-    return RunnableTool(tool=tool, arguments=arguments, to_run=to_run)
-
-
 def tools_for(path: Path) -> list[RunnableTool]:
     """Every tool a server with this file offers: run_runnable unless the file turns it off, then its runnables."""
+    from .tools import GENERIC, named_tool  # here: it loads the MCP SDK, which checking the file does without
+
     loaded = load(path)
     named = [named_tool(name, entry) for name, entry in loaded.runnables.items()]
     return [GENERIC, *named] if loaded.expose_generic else named

@@ -13,28 +13,24 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import ErrorDetails, core_schema
+from pydantic_core import core_schema
 
+from .arguments import RUN_RUNNABLE, RunRunnableArguments, field_problem
 from .client import RefactorClient
 from .errors import Details, ErrorCode, InvalidInputError, RefactorError
-from .models import RESOURCE_FORM_TAGS, RunRequest, RunState, Uuid
+from .models import ResourceBinding, ResourceForm, RunRequest, RunState
 from .resources import ResourceResolver, RunBody
 
+if TYPE_CHECKING:
+    from .runnables import Entry
+
 logger = logging.getLogger(__name__)
-
-RUN_RUNNABLE = "run_runnable"
-
-
-class RunRunnableArguments(RunRequest):
-    """Arguments of `run_runnable`: the request body plus the runnable to run."""
-
-    runnable_id: Uuid = Field(description="The uuid of the runnable to run.")
 
 
 class ErrorInfo(BaseModel):
@@ -195,49 +191,55 @@ GENERIC = RunnableTool(
     to_run=_generic_run,
 )
 
-_FRIENDLY = {
-    "missing": "is required",
-    "extra_forbidden": "is not a field of this object; check its spelling",
-    "string_pattern_mismatch": "must be a uuid such as 3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b, with no spaces or "
-    "newlines around it",
-}
 
+def named_tool(name: str, entry: Entry) -> RunnableTool:
+    """The tool of one runnables file entry: run_runnable's arguments minus runnable_id and what the entry fixes,
+    plus its inputs."""
+    fields: dict[str, Any] = {
+        input_name: (
+            ResourceForm if spec.required else ResourceForm | None,
+            Field(... if spec.required else None, description=spec.description or f"The {input_name} resource."),
+        )
+        for input_name, spec in entry.inputs.items()
+    }
+    more = "More resources to send, beyond the named inputs." if entry.inputs else "Resources to send."
+    fields["resources"] = (RunRequest.model_fields["resources"].annotation, Field(None, description=more))
+    for fixable in ("timeout_seconds", "telemetry_strategy"):
+        if getattr(entry, fixable) is None:
+            field = RunRequest.model_fields[fixable]
+            fields[fixable] = (field.annotation, field)
+    arguments = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            path += f"[{part}]"
-        # A form tag follows the field holding a resource: `resource`, or a named tool's input (first in loc).
-        elif not (part in RESOURCE_FORM_TAGS and (i == 1 or (i > 1 and loc[i - 1] == "resource"))):
-            path += f".{part}" if path else part
-    return path or "arguments"
+    def to_run(args: BaseModel) -> Run:
+        given = {name: value for name in entry.inputs if (value := getattr(args, name)) is not None}
+        more = getattr(args, "resources", None) or []
+        request = RunRequest(
+            resources=[
+                *entry.resources,
+                *(ResourceBinding(name=name, resource=value) for name, value in given.items()),
+                *more,
+            ]
+            or None,
+            timeout_seconds=entry.timeout_seconds or getattr(args, "timeout_seconds", None),
+            telemetry_strategy=entry.telemetry_strategy or getattr(args, "telemetry_strategy", "default"),
+        )
+        labels = [
+            *(f"runnables file's runnables.{name}.resources[{i}].resource" for i in range(len(entry.resources))),
+            *given,
+            *(f"resources[{i}].resource" for i in range(len(more))),
+        ]
+        return Run(entry.id, request, labels)
 
-
-_NOT_A_RESOURCE = (
-    "must be a resource id (a uuid such as 3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b) or an inline resource: an object "
-    "with name, directory_path and one of path, text, uri or content"
-)
-
-
-def _not_a_resource(error: ErrorDetails) -> bool:
-    """A value that is neither resource form: a string that is no uuid, or neither string nor object."""
-    form = error["loc"][-1] if error["loc"] else None
-    return (form, error["type"]) in (("id string", "string_pattern_mismatch"), ("inline", "model_type"))
-
-
-def field_problem(error: ErrorDetails) -> dict[str, str]:
-    """One validation error as the field it concerns and a problem a person or a model can act on."""
-    message = (
-        _NOT_A_RESOURCE
-        if _not_a_resource(error)
-        else _FRIENDLY.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    inputs_hint = " Pass its inputs by name." if entry.inputs else ""
+    tool = Tool(
+        name=name,
+        title=name.replace("_", " ").capitalize(),
+        description=f"{entry.description}{inputs_hint} {RESOURCE_SOURCES_HINT} {RESULT_HINT}",
+        input_schema=input_schema(arguments),
+        output_schema=OUTPUT_SCHEMA,
+        annotations=ANNOTATIONS,
     )
-    message = message[:1].lower() + message[1:]
-    if error["type"] not in ("missing", "extra_forbidden"):
-        shown = json.dumps(error["input"], default=str)
-        message += f" (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
-    return {"field": _field(error["loc"]), "problem": message}
+    return RunnableTool(tool=tool, arguments=arguments, to_run=to_run)
 
 
 def _usage_line(state: RunState) -> str | None:

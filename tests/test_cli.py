@@ -77,6 +77,26 @@ def test_check_reports_each_problem_with_its_fix(api: Emulator, key: str | None,
     assert API_KEY not in checked.stdout + checked.stderr
 
 
+def test_check_and_the_runnables_file_do_without_the_mcp_sdk(api: Emulator, tmp_path: Path) -> None:
+    """Importing the SDK costs more than all the rest: `check`, and a start-up refused on its configuration (the
+    same settings and file checks), answer without it."""
+    path = tmp_path / "runnables.toml"
+    path.write_text(f'[runnables.summarize]\nid = "{ECHO}"\ndescription = "Summarize a text."\n')
+    checked = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "refactor_mcp", "check", "--runnables-file", str(path)],
+        env={"REFACTOR_BASE_URL": api.url, "REFACTOR_API_KEY": API_KEY},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"runnables file {path} is valid; tools: run_runnable, summarize" in checked.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in checked.stderr.splitlines() if "|" in line}
+    assert {"refactor_mcp.check", "refactor_mcp.runnables"} <= imported
+    assert not [name for name in imported if name.split(".")[0] in ("mcp", "mcp_types")]
+
+
 def test_check_tells_a_wrong_base_url_from_an_accepted_key(api: Emulator) -> None:
     # Under a wrong path prefix every request gets 404, as an unknown runnable does: that proves nothing.
     for key in (API_KEY, "wrong-key"):
