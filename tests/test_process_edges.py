@@ -61,6 +61,12 @@ def test_ctrl_c_on_an_idle_stdio_server_says_so_in_one_line(api: Emulator) -> No
     [pong] = send_and_read(server, [json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})])
     assert pong["id"] == 1, "the server was up and serving"
     server.send_signal(signal.SIGINT)
+    # stdin stays open, as a terminal's does: the server must stop without waiting for another line or EOF.
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        pytest.fail("the server waited for stdin instead of stopping at Ctrl-C")
     stdout, stderr = server.communicate(timeout=20)
     assert server.returncode == 130
     assert stderr.strip() == "refactor-mcp: interrupted (Ctrl-C); stopped."
