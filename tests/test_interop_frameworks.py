@@ -9,22 +9,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from agents import Agent, Runner, set_tracing_disabled
-from agents.items import ModelResponse
-from agents.mcp import MCPServerStdio
-from agents.models.interface import Model
-from agents.usage import Usage
-from google.genai import types as genai
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from mcp.types import Tool
-from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
 from .conftest import ECHO, FAIL, Emulator, connect, env_for
 from .test_runnables_e2e import RUNNABLES
+
+if TYPE_CHECKING:
+    from agents.models.interface import Model
+
+# The frameworks are imported in the tests that use them: at module level, every worker would pay ~2 s of CPU
+# importing them at collection, run them or not.
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +49,8 @@ def paths(schema: dict[str, Any], at: str = "") -> dict[str, dict[str, Any]]:
 
 
 async def test_google_genai_converts_every_tool_strictly_with_nothing_dropped(listed: list[Tool]) -> None:
+    from google.genai import types as genai
+
     assert len(listed) == 3
     for tool in listed:
         converted = genai.Schema.from_json_schema(
@@ -71,6 +72,8 @@ async def test_google_genai_converts_every_tool_strictly_with_nothing_dropped(li
 
 
 async def test_langchain_converts_every_tool_to_an_openai_tool_unchanged(listed: list[Tool]) -> None:
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
     for tool in listed:
         converted = convert_to_openai_tool(
             {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}
@@ -80,28 +83,42 @@ async def test_langchain_converts_every_tool_to_an_openai_tool_unchanged(listed:
         assert converted["function"]["parameters"] == tool.input_schema
 
 
-class ScriptedModel(Model):
+@dataclass
+class Seen:
+    """What the scripted model was offered and what the tool handed back to it."""
+
+    tools: list[str] = field(default_factory=list)
+    tool_output: Any = None
+
+
+def scripted_model(tool: str, arguments: dict[str, Any], seen: Seen) -> Model:
     """A model that calls one tool with fixed arguments, then answers with what the tool returned."""
+    from agents.items import ModelResponse
+    from agents.models.interface import Model
+    from agents.usage import Usage
+    from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-    def __init__(self, tool: str, arguments: dict[str, Any]) -> None:
-        self.call = ResponseFunctionToolCall(
-            type="function_call", id="fc_1", call_id="call_1", name=tool, arguments=json.dumps(arguments)
-        )
-        self.tool_output: Any = None
-        self.tools_seen: list[str] = []
+    call = ResponseFunctionToolCall(
+        type="function_call", id="fc_1", call_id="call_1", name=tool, arguments=json.dumps(arguments)
+    )
 
-    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
-        self.tools_seen = [tool.name for tool in kwargs.get("tools", args[1] if len(args) > 1 else [])]
-        outputs = [item for item in input if isinstance(item, dict) and item.get("type") == "function_call_output"]
-        if not outputs:
-            return ModelResponse(output=[self.call], usage=Usage(), response_id=None)
-        self.tool_output = outputs[0]["output"]
-        text = ResponseOutputText(type="output_text", text="done", annotations=[])
-        message = ResponseOutputMessage(type="message", id="m_1", role="assistant", status="completed", content=[text])
-        return ModelResponse(output=[message], usage=Usage(), response_id=None)
+    class ScriptedModel(Model):
+        async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kwargs: Any) -> ModelResponse:
+            seen.tools = [offered.name for offered in kwargs.get("tools", args[1] if len(args) > 1 else [])]
+            outputs = [item for item in input if isinstance(item, dict) and item.get("type") == "function_call_output"]
+            if not outputs:
+                return ModelResponse(output=[call], usage=Usage(), response_id=None)
+            seen.tool_output = outputs[0]["output"]
+            text = ResponseOutputText(type="output_text", text="done", annotations=[])
+            message = ResponseOutputMessage(
+                type="message", id="m_1", role="assistant", status="completed", content=[text]
+            )
+            return ModelResponse(output=[message], usage=Usage(), response_id=None)
 
-    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    return ScriptedModel()
 
 
 def tool_text(output: Any) -> str:
@@ -128,13 +145,17 @@ def tool_text(output: Any) -> str:
 async def test_openai_agents_calls_the_tool_through_its_mcp_client(
     api: Emulator, arguments: dict[str, Any], expected: str
 ) -> None:
+    from agents import Agent, Runner, set_tracing_disabled
+    from agents.mcp import MCPServerStdio
+
     set_tracing_disabled(True)
-    model = ScriptedModel("run_runnable", arguments)
+    seen = Seen()
+    model = scripted_model("run_runnable", arguments, seen)
     params = {"command": sys.executable, "args": ["-m", "refactor_mcp"], "env": env_for(api)}
     async with MCPServerStdio(params=params, client_session_timeout_seconds=30) as server:
         agent = Agent(name="caller", instructions="Run it.", model=model, mcp_servers=[server])
         result = await Runner.run(agent, "Run the runnable.", max_turns=3)
     assert result.final_output == "done"
-    assert model.tools_seen == ["run_runnable"]
-    assert expected in tool_text(model.tool_output)
+    assert seen.tools == ["run_runnable"]
+    assert expected in tool_text(seen.tool_output)
     assert len(api.requests()) == (0 if "must be" in expected else 1)

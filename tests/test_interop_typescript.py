@@ -1,6 +1,6 @@
 """The official TypeScript SDK 1.x and LangChain.js's MCP adapters against the real server, over stdio and HTTP.
 
-tests/ts-interop/interop_client.mjs makes the calls and reports what each client saw. The SDK checks every
+tests/node/interop_client.mjs makes the calls and reports what each client saw. The SDK checks every
 non-error result against the outputSchema itself (a mismatch throws); error results are checked with the SDK's
 own validator. LangChain.js turns the input schema into its own (it merges a union's object forms and drops any
 other) and refuses arguments that do not fit it before the server sees them.
@@ -18,14 +18,14 @@ import pytest
 
 from .conftest import API_KEY, ECHO, FAIL, TOKEN, Emulator, env_for, http_server, npm_installed
 
-FOLDER = Path(__file__).parent / "ts-interop"
+FOLDER = Path(__file__).parent / "node"
 IDS = json.dumps({"echo": ECHO, "fail": FAIL})
 FAILED = "The runnable failed on purpose (emulator sample)."
 
 
 @pytest.fixture(scope="session")
 def interop_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """interop_client.mjs with the clients installed beside it, as pinned in tests/ts-interop."""
+    """interop_client.mjs with the clients installed beside it, as pinned in tests/node."""
     return npm_installed(FOLDER, tmp_path_factory) / "interop_client.mjs"
 
 

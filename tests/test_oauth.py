@@ -47,7 +47,7 @@ from .conftest import (
     npm_installed,
 )
 
-OIDC = Path(__file__).parent / "oidc"
+OIDC = Path(__file__).parent / "node"
 SCOPE = "mcp:tools"
 REDIRECT = "http://127.0.0.1:9/callback"
 """Where the provider sends the browser back; nothing listens: the test reads the code from the redirect."""

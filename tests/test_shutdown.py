@@ -39,7 +39,7 @@ MODES = {
     "json": ["--json-response"],
     "stateless-json": ["--stateless", "--json-response"],
 }
-TS_FOLDER = Path(__file__).with_name("ts")
+TS_FOLDER = Path(__file__).with_name("node")
 TS_VERSIONS = {"sdk1 2025-11-25": "2025-11-25", "client2 2025-11-25": "2025-11-25", "client2 2026-07-28": "2026-07-28"}
 """The TypeScript client kinds shutdown_client.mjs drives, and the protocol version each must negotiate."""
 
@@ -186,7 +186,7 @@ async def test_the_same_signal_again_stops_at_once(api: Emulator) -> None:
 
 @pytest.fixture(scope="session")
 def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/ts."""
+    """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/node."""
     return npm_installed(TS_FOLDER, tmp_path_factory) / "shutdown_client.mjs"
 
 
