@@ -64,7 +64,10 @@ def _uses_a_shared_fixture_of_its_module(item: pytest.Item) -> bool:
     module = item.nodeid.split("::")[0]
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info is not None else []
-    return any(d.scope != "function" and d.baseid == module for ds in definitions for d in ds)
+    # A module's own `anyio_backend` (module-scoped, so that its async fixtures may be) is no shared resource.
+    return any(
+        d.scope != "function" and d.baseid == module and d.argname != "anyio_backend" for ds in definitions for d in ds
+    )
 
 
 def _unit(item: pytest.Item) -> str:
