@@ -33,6 +33,7 @@ LONG = 5
 """Seconds the call in flight sleeps upstream: more than the drain, so it is still running when the listener closes."""
 
 SHUTDOWN_ENV = {"REFACTOR_HTTP_DRAIN_SECONDS": str(DRAIN), "REFACTOR_HTTP_SHUTDOWN_GRACE_SECONDS": str(GRACE)}
+ERAS = ("legacy", "2026-07-28")
 MODES = {
     "sse": [],
     "stateless": ["--stateless"],
@@ -98,57 +99,68 @@ def assert_each_call_reached_the_api_once(api: Emulator, sleeps: int, echoes: in
 
 @dataclass
 class Drained:
-    """What a SIGTERM with one long call in flight came to."""
+    """What a SIGTERM with one long call in flight per client era came to, by era."""
 
-    in_flight: CallToolResult
+    in_flight: dict[str, CallToolResult]
     health: httpx2.Response
-    new_call: CallToolResult
+    new_calls: dict[str, CallToolResult]
     status: int
     elapsed: float
     log: str
 
 
-async def sigterm_during_a_call(api: Emulator, era: str, *flags: str) -> Drained:
-    """Start a long call, send SIGTERM once it reached the API, read /healthz and make a new call during the drain,
-    then wait for the server to exit."""
-    in_flight: list[CallToolResult] = []
+async def sigterm_during_calls(api: Emulator, eras: tuple[str, ...], *flags: str) -> Drained:
+    """For each era at once, start a long call; send SIGTERM once they all reached the API, read /healthz and make
+    a new call per era during the drain, then wait for the server to exit."""
+    in_flight: dict[str, CallToolResult] = {}
+    new_calls: dict[str, CallToolResult] = {}
     with http_server(api, *flags, **SHUTDOWN_ENV) as server:
         with anyio.fail_after(DRAIN + GRACE + 20):
-            async with connect_http(server.mcp, era) as session, anyio.create_task_group() as group:
+            async with anyio.create_task_group() as group:
 
-                async def long_call() -> None:
-                    in_flight.append(await call(session, sleep_for(LONG)))
+                async def long_call(era: str) -> None:
+                    async with connect_http(server.mcp, era) as session:
+                        in_flight[era] = await call(session, sleep_for(LONG))
 
-                group.start_soon(long_call)
-                await upstream_started(api, 1)
+                async def new_call(era: str) -> None:
+                    async with connect_http(server.mcp, era) as fresh:
+                        new_calls[era] = await call(fresh, {"runnable_id": ECHO})
+
+                for era in eras:
+                    group.start_soon(long_call, era)
+                await upstream_started(api, len(eras))
                 server.process.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 health = await draining_health(server)
-                async with connect_http(server.mcp, era) as fresh:
-                    new_call = await call(fresh, {"runnable_id": ECHO})
+                async with anyio.create_task_group() as during_the_drain:
+                    for era in eras:
+                        during_the_drain.start_soon(new_call, era)
         status, elapsed, log = stopped(server, signalled)
-    return Drained(in_flight[0], health, new_call, status, elapsed, log)
+    return Drained(in_flight, health, new_calls, status, elapsed, log)
 
 
 @pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
-@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
-async def test_sigterm_drains_then_delivers_the_call_in_flight(api: Emulator, era: str, mode: list[str]) -> None:
-    drained = await sigterm_during_a_call(api, era, *mode)
+async def test_sigterm_drains_then_delivers_the_calls_in_flight_in_both_eras(api: Emulator, mode: list[str]) -> None:
+    drained = await sigterm_during_calls(api, ERAS, *mode)
     assert drained.health.status_code == 503
     assert drained.health.json()["status"] == "draining"
-    assert drained.new_call.is_error is False, "a call made during the drain is served"
-    assert slept(drained.in_flight) == LONG, "the call in flight got its whole result"
+    assert {era: result.is_error for era, result in drained.new_calls.items()} == dict.fromkeys(ERAS, False), (
+        "a call made during the drain is served"
+    )
+    assert {era: slept(result) for era, result in drained.in_flight.items()} == dict.fromkeys(ERAS, LONG), (
+        "each call in flight got its whole result"
+    )
     assert drained.status == -signal.SIGTERM
-    assert_drained_and_delivered(drained.log, drained.elapsed)
-    assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
+    assert_drained_and_delivered(drained.log, drained.elapsed, calls_at_close=len(ERAS))
+    assert_each_call_reached_the_api_once(api, sleeps=len(ERAS), echoes=len(ERAS))
 
 
 async def test_every_worker_drains_then_delivers(api: Emulator) -> None:
     # uvicorn's supervisor passes the signal on to each worker within half a second.
-    drained = await sigterm_during_a_call(api, "legacy", "--stateless", "--workers", "2")
+    drained = await sigterm_during_calls(api, ("legacy",), "--stateless", "--workers", "2")
     assert drained.health.status_code == 503
-    assert drained.new_call.is_error is False
-    assert slept(drained.in_flight) == LONG
+    assert drained.new_calls["legacy"].is_error is False
+    assert slept(drained.in_flight["legacy"]) == LONG
     assert drained.log.count("SIGTERM: draining") == 2, drained.log
     assert_drained_and_delivered(drained.log, drained.elapsed)
     assert_each_call_reached_the_api_once(api, sleeps=1, echoes=1)
