@@ -7,6 +7,7 @@ must keep: structuredContent matches the tool's advertised outputSchema, and the
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -157,30 +158,28 @@ async def call(session: Session, arguments: dict[str, Any] | None, name: str = "
 
 
 def npm_installed(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of a tests/ Node folder (package.json, its lock, its scripts) with `npm ci` done, as CI does; the
-    calling test is skipped where Node.js and npm are missing.
+    """tests/node (package.json, its lock, its scripts) with `npm ci` done, as CI does; the calling test is skipped
+    where Node.js and npm are missing.
 
-    Installed once per run, not once per worker (an install costs ~10 s of CPU): the workers' temp directories sit
-    in the run's own, where the first worker to ask installs while the others wait on a file lock (at most the
-    install's 300 s)."""
+    The install (~10 s of CPU) is kept in tests/node/node_modules with the hash of the lock it was made from, and
+    made again only when the lock changes. Within a run, the first worker to ask installs while the others wait on
+    a file lock (at most the install's 300 s)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("needs Node.js and npm")
     run = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:
         run = run.parent
-    folder = run / source.name
+    lock_hash = hashlib.sha256((source / "package-lock.json").read_bytes()).hexdigest()
+    stamp = source / "node_modules" / ".installed-from-lock"
     with (run / f"{source.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not folder.exists():  # renamed into place only once installed: a failed install is tried again
-            partial = tmp_path_factory.mktemp(source.name)
-            for file in (source / "package.json", source / "package-lock.json", *source.glob("*.mjs")):
-                shutil.copy(file, partial)
+        if not stamp.exists() or stamp.read_text() != lock_hash:  # written last: a failed install is tried again
             # --prefer-offline: what npm's cache holds is taken without asking the registry again (the lock's
             # integrity hashes are checked all the same); ~1.5 s less CPU.
             npm_ci = ["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"]
-            subprocess.run(npm_ci, cwd=partial, check=True, capture_output=True, timeout=300)
-            partial.rename(folder)
-    return folder
+            subprocess.run(npm_ci, cwd=source, check=True, capture_output=True, timeout=300)
+            stamp.write_text(lock_hash)
+    return source
 
 
 def as_from_a_terminal() -> None:

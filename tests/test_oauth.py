@@ -124,8 +124,10 @@ class Provider:
 
 @pytest.fixture(scope="module")
 def oidc_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The provider installed from the lock file, as CI does."""
-    return npm_installed(OIDC, tmp_path_factory)
+    """The providers' working folder (their keys, clients and logs), once the provider is installed from the lock
+    file, as CI does."""
+    npm_installed(OIDC, tmp_path_factory)
+    return tmp_path_factory.mktemp("oidc")
 
 
 @contextmanager
@@ -142,7 +144,7 @@ def oidc_provider(folder: Path) -> Iterator[Provider]:
     (folder / f"clients-{port}.json").write_text(json.dumps(clients))
     log = (folder / f"provider-{port}.log").open("w")
     process = subprocess.Popen(
-        ["node", "provider.mjs", str(port), "jwks.json", f"clients-{port}.json"],
+        ["node", str(OIDC / "provider.mjs"), str(port), "jwks.json", f"clients-{port}.json"],
         cwd=folder,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
