@@ -34,8 +34,9 @@ API_KEY = "sk-test-0123456789abcdef-canary"
 """A distinctive key, so a leak anywhere is found by a plain substring search."""
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
+    """Module scope, so that a module's async fixtures may be too (a shared server's session outlives a test)."""
     return "asyncio"
 
 
@@ -65,10 +66,7 @@ def _uses_a_shared_fixture_of_its_module(item: pytest.Item) -> bool:
     module = item.nodeid.split("::")[0]
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info is not None else []
-    # A module's own `anyio_backend` (module-scoped, so that its async fixtures may be) is no shared resource.
-    return any(
-        d.scope != "function" and d.baseid == module and d.argname != "anyio_backend" for ds in definitions for d in ds
-    )
+    return any(d.scope != "function" and d.baseid == module for ds in definitions for d in ds)
 
 
 def _unit(item: pytest.Item) -> str:

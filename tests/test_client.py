@@ -34,11 +34,6 @@ RUNNABLE = "3f0c1a2b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 STATE = {"id": "r1", "account_id": "a", "status": "completed", "created_at": "2026-11-29T08:00:00+00:00"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def client_for(handler: Callable[[httpx2.Request], httpx2.Response], **settings: Any) -> RefactorClient:
     configured = Settings(api_key=KEY, base_url="http://api.test/", retry_backoff_seconds=0, **settings)
     return RefactorClient(configured, transport=httpx2.MockTransport(handler))

@@ -52,12 +52,6 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Module scope, so that `shared` can live across the module's tests."""
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def shared(emulator_process: Emulator) -> AsyncIterator[Session]:
     """One server with the default settings, shared by the tests that need no other (a start costs more CPU than
     a test's calls); the tests that read the request log take `api`, which empties it."""

@@ -39,12 +39,6 @@ description = "The text whose words to count."
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Module scope, so that `shared` can live across the module's tests."""
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def runnables_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("runnables") / "runnables.toml"
     path.write_text(RUNNABLES)

@@ -37,12 +37,6 @@ ERAS = ["legacy", "2026-07-28"]
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Module scope, so that `servers` can live across the module's tests."""
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def servers(emulator_process: Emulator) -> AsyncIterator[dict[str, Session]]:
     """A server in each era with the default settings, shared by the tests that need no other (a start costs
     more CPU than a test's calls); the tests that read the request log take `api`, which empties it."""

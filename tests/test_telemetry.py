@@ -66,12 +66,6 @@ def _trace_id(traceparent: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Module-scoped, so that a session can outlive a test (the `session` fixture)."""
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def session(request: pytest.FixtureRequest, emulator_process: Emulator) -> AsyncIterator[Session]:
     """One stdio server per era (the tests parametrize `session` with it), shared by the tests of its settings."""
     async with connect(request.param, env_for(emulator_process)) as session:
