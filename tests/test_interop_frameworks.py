@@ -22,10 +22,11 @@ from .test_runnables_e2e import RUNNABLES
 if TYPE_CHECKING:
     from agents.models.interface import Model
 
-# The frameworks are imported in the tests that use them: at module level, every worker would pay ~2 s of CPU
-# importing them at collection, run them or not.
+# The frameworks are imported in the tests that use them, and the tests run on one worker: at module level,
+# every worker would pay ~2 s of CPU importing them at collection, run them or not; spread over workers, each
+# worker that runs one would import its framework again.
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("interop-frameworks")]
 
 
 @pytest.fixture
