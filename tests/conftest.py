@@ -7,6 +7,7 @@ must keep: structuredContent matches the tool's advertised outputSchema, and the
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -150,9 +151,24 @@ async def call(session: Session, arguments: dict[str, Any] | None, name: str = "
     assert schema is not None
     result = await session.call_tool(name, arguments)
     assert result.structured_content is not None, "every result carries structuredContent"
-    jsonschema.validate(result.structured_content, schema)
+    validate(result.structured_content, schema)
     assert API_KEY not in json.dumps(result.model_dump(mode="json")), "the API key leaked into a result"
     return result
+
+
+def validate(instance: Any, schema: dict[str, Any]) -> None:
+    """jsonschema.validate, with each schema checked against its metaschema once: validate() checks it on every
+    call, ~10 ms for the output schema, against ~0.1 ms to validate a result."""
+    _validator(json.dumps(schema, sort_keys=True)).validate(instance)
+
+
+@functools.cache
+def _validator(schema_text: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_text)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator: jsonschema.protocols.Validator = validator_class(schema)
+    return validator
 
 
 def npm_installed(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

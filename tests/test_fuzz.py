@@ -33,7 +33,7 @@ from mcp.shared.exceptions import MCPError
 
 from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
 
-from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session
+from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session, validate
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "50"))
@@ -64,7 +64,7 @@ def check(fuzzer: Fuzzer, arguments: Any, name: str = "run_runnable") -> dict[st
     assert "Traceback" not in dumped
     assert API_KEY not in dumped
     assert result.structured_content is not None
-    jsonschema.validate(result.structured_content, OUTPUT_SCHEMA)
+    validate(result.structured_content, OUTPUT_SCHEMA)
     if result.structured_content.get("status") == "error":
         error: dict[str, Any] = result.structured_content["error"]
         return error
@@ -232,7 +232,7 @@ class RawServer:
         dumped = json.dumps(result)
         assert "Traceback" not in dumped
         assert API_KEY not in dumped
-        jsonschema.validate(result["structuredContent"], OUTPUT_SCHEMA)
+        validate(result["structuredContent"], OUTPUT_SCHEMA)
         return result
 
 
