@@ -191,7 +191,12 @@ async def serve(
     address = _loopback_address(host)
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     config = uvicorn.Config(
-        create_app(api_key), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        create_app(api_key),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        ws="none",
     )
     server = _Server(config)
     with socket.create_server((str(address), port), family=family) as sock:

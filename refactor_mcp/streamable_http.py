@@ -194,6 +194,7 @@ def serve_http(settings: Settings) -> int:
         "log_config": None,
         "access_log": settings.log_level == "DEBUG",
         "timeout_graceful_shutdown": int(settings.http_shutdown_grace_seconds),
+        "ws": "none",  # MCP has no WebSocket transport; uvicorn would import an implementation at every start
     }
     if settings.http_workers == 1:
         uvicorn.run(graceful_app(settings), **options)  # type: ignore[arg-type]
