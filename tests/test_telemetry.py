@@ -2,8 +2,9 @@
 
 The trace-context and log tests drive the real server (a subprocess) with no OpenTelemetry SDK configured, as
 most deployments run it. The span and metric tests install the SDK's in-memory exporters in this process and
-serve the real server object in it (the global providers can be set once per process); its upstream is the
-emulator over loopback HTTP. Prometheus is scraped from a real HTTP server. The canary key must be in none.
+serve the real server object in it (the global providers can be set once per process, so the SDK traces only
+during those tests: the MCP client in this process traces with it too); its upstream is the emulator over
+loopback HTTP. Prometheus is scraped from a real HTTP server. The canary key must be in none.
 """
 
 from __future__ import annotations
@@ -130,18 +131,60 @@ async def test_json_logs_hold_the_call_fields_and_no_secret(api: Emulator) -> No
 # -- with the SDK's in-memory exporters: spans and metrics -----------------------------------------------------
 
 
+class _SdkWhileOn(trace.TracerProvider):
+    """This process's global tracer provider: the SDK's while `on`, none otherwise.
+
+    A provider can be set once per process, and the MCP client traces with it too, putting its own span into every
+    request's `_meta`: the tests above, which run on whichever worker ran this module, need a client that traces
+    nothing, or only what they attach."""
+
+    on = False
+
+    def __init__(self, sdk: TracerProvider) -> None:
+        self._sdk = sdk
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _SwitchedTracer(self._sdk.get_tracer(*args, **kwargs))
+
+
+class _SwitchedTracer(trace.Tracer):
+    def __init__(self, sdk: trace.Tracer) -> None:
+        self._sdk, self._none = sdk, trace.NoOpTracer()
+
+    def _tracer(self) -> trace.Tracer:
+        return self._sdk if _SdkWhileOn.on else self._none
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return self._tracer().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tracer().start_as_current_span(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
-def exporters() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+def providers() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
     spans = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(spans))
-        trace.set_tracer_provider(provider)
+        trace.set_tracer_provider(_SdkWhileOn(provider))
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     else:
         pytest.skip("another test set this process's OpenTelemetry providers")
     return spans, reader
+
+
+@pytest.fixture
+def exporters(
+    providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    """The SDK's exporters, tracing for the length of one test."""
+    _SdkWhileOn.on = True
+    try:
+        yield providers
+    finally:
+        _SdkWhileOn.on = False
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
