@@ -99,21 +99,27 @@ def assert_each_call_reached_the_api_once(api: Emulator, sleeps: int, echoes: in
 
 @dataclass
 class Drained:
-    """What a SIGTERM with one long call in flight per client era came to, by era."""
+    """What a SIGTERM with one long call in flight per client came to: by Python era, and by TypeScript kind as
+    shutdown_client.mjs reports it."""
 
     in_flight: dict[str, CallToolResult]
     health: httpx2.Response
     new_calls: dict[str, CallToolResult]
+    typescript: dict[str, Any]
     status: int
     elapsed: float
     log: str
 
 
-async def sigterm_during_calls(api: Emulator, eras: tuple[str, ...], *flags: str) -> Drained:
-    """For each era at once, start a long call; send SIGTERM once they all reached the API, read /healthz and make
-    a new call per era during the drain, then wait for the server to exit."""
+async def sigterm_during_calls(
+    api: Emulator, eras: tuple[str, ...], *flags: str, ts_client: Path | None = None
+) -> Drained:
+    """For each era (and each TypeScript client kind, given the script) at once, start a long call; send SIGTERM
+    once they all reached the API, read /healthz and make a new call per client during the drain, then wait for
+    the server to exit."""
     in_flight: dict[str, CallToolResult] = {}
     new_calls: dict[str, CallToolResult] = {}
+    typescript: dict[str, Any] = {}
     with http_server(api, *flags, **SHUTDOWN_ENV) as server:
         with anyio.fail_after(DRAIN + GRACE + 20):
             async with anyio.create_task_group() as group:
@@ -128,20 +134,47 @@ async def sigterm_during_calls(api: Emulator, eras: tuple[str, ...], *flags: str
 
                 for era in eras:
                     group.start_soon(long_call, era)
-                await upstream_started(api, len(eras))
-                server.process.send_signal(signal.SIGTERM)
-                signalled = time.monotonic()
-                health = await draining_health(server)
-                async with anyio.create_task_group() as during_the_drain:
-                    for era in eras:
-                        during_the_drain.start_soon(new_call, era)
+                node = None
+                if ts_client is not None:
+                    # Starting does not block; the script waits for a line on stdin to make its new calls.
+                    command = ["node", str(ts_client), server.mcp, TOKEN, SLEEP, str(LONG), ECHO]
+                    node = subprocess.Popen(  # noqa: ASYNC220
+                        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
+                try:
+                    await upstream_started(api, len(eras) + (len(TS_VERSIONS) if node else 0))
+                    server.process.send_signal(signal.SIGTERM)
+                    signalled = time.monotonic()
+                    health = await draining_health(server)
+                    async with anyio.create_task_group() as during_the_drain:
+                        for era in eras:
+                            during_the_drain.start_soon(new_call, era)
+                        if node is not None:
+                            out, err = await anyio.to_thread.run_sync(
+                                partial(node.communicate, "\n", timeout=DRAIN + GRACE)
+                            )
+                            assert node.returncode == 0, err
+                            typescript = json.loads(out.splitlines()[-1])
+                finally:
+                    if node is not None:
+                        node.kill()
+                        node.wait()
         status, elapsed, log = stopped(server, signalled)
-    return Drained(in_flight, health, new_calls, status, elapsed, log)
+    return Drained(in_flight, health, new_calls, typescript, status, elapsed, log)
 
 
+@pytest.fixture(scope="session")
+def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/node."""
+    return npm_installed(TS_FOLDER, tmp_path_factory) / "shutdown_client.mjs"
+
+
+@pytest.mark.slow(10)
 @pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
-async def test_sigterm_drains_then_delivers_the_calls_in_flight_in_both_eras(api: Emulator, mode: list[str]) -> None:
-    drained = await sigterm_during_calls(api, ERAS, *mode)
+async def test_sigterm_drains_then_delivers_the_calls_in_flight_to_python_and_typescript_clients(
+    api: Emulator, ts_client: Path, mode: list[str]
+) -> None:
+    drained = await sigterm_during_calls(api, ERAS, *mode, ts_client=ts_client)
     assert drained.health.status_code == 503
     assert drained.health.json()["status"] == "draining"
     assert {era: result.is_error for era, result in drained.new_calls.items()} == dict.fromkeys(ERAS, False), (
@@ -150,9 +183,19 @@ async def test_sigterm_drains_then_delivers_the_calls_in_flight_in_both_eras(api
     assert {era: slept(result) for era, result in drained.in_flight.items()} == dict.fromkeys(ERAS, LONG), (
         "each call in flight got its whole result"
     )
+    report = drained.typescript
+    assert {kind: outcome["version"] for kind, outcome in report.items()} == TS_VERSIONS
+    assert {kind: outcome["fresh"].get("isError") for kind, outcome in report.items()} == dict.fromkeys(
+        TS_VERSIONS, False
+    ), report
+    long_calls = {kind: outcome["long"] for kind, outcome in report.items()}
+    assert {kind: (answer.get("isError"), outputs(answer)) for kind, answer in long_calls.items()} == dict.fromkeys(
+        TS_VERSIONS, (False, {"slept_seconds": LONG})
+    ), long_calls
     assert drained.status == -signal.SIGTERM
-    assert_drained_and_delivered(drained.log, drained.elapsed, calls_at_close=len(ERAS))
-    assert_each_call_reached_the_api_once(api, sleeps=len(ERAS), echoes=len(ERAS))
+    clients = len(ERAS) + len(TS_VERSIONS)
+    assert_drained_and_delivered(drained.log, drained.elapsed, calls_at_close=clients)
+    assert_each_call_reached_the_api_once(api, sleeps=clients, echoes=clients)
 
 
 async def test_every_worker_drains_then_delivers(api: Emulator) -> None:
@@ -194,44 +237,3 @@ async def test_the_same_signal_again_stops_at_once(api: Emulator) -> None:
     assert "SIGTERM again: stopping at once, cancelling the calls in flight (calls in flight: 1)" in log, log
     assert not (isinstance(answers[0], httpx2.Response) and answers[0].status_code == 200)
     assert api.requests()[0]["disconnected"], "the run in flight was cancelled upstream too"
-
-
-@pytest.fixture(scope="session")
-def ts_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """shutdown_client.mjs with the official TypeScript SDKs installed beside it, as pinned in tests/node."""
-    return npm_installed(TS_FOLDER, tmp_path_factory) / "shutdown_client.mjs"
-
-
-@pytest.mark.slow(8)
-@pytest.mark.parametrize("mode", MODES.values(), ids=MODES)
-async def test_sigterm_delivers_to_the_typescript_clients(api: Emulator, ts_client: Path, mode: list[str]) -> None:
-    with http_server(api, *mode, **SHUTDOWN_ENV) as server:
-        command = ["node", str(ts_client), server.mcp, TOKEN, SLEEP, str(LONG), ECHO]
-        # Starting does not block, and the wait for the script runs in a thread.
-        with subprocess.Popen(  # noqa: ASYNC220
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        ) as node:
-            try:
-                await upstream_started(api, len(TS_VERSIONS))
-                server.process.send_signal(signal.SIGTERM)
-                signalled = time.monotonic()
-                health = await draining_health(server)
-                # The line on its standard input tells the script to make its new calls.
-                out, err = await anyio.to_thread.run_sync(partial(node.communicate, "\n", timeout=DRAIN + GRACE))
-            finally:
-                node.kill()
-        status, elapsed, log = stopped(server, signalled)
-    assert node.returncode == 0, err
-    report = json.loads(out.splitlines()[-1])
-    assert {kind: outcome["version"] for kind, outcome in report.items()} == TS_VERSIONS
-    assert {kind: outcome["fresh"].get("isError") for kind, outcome in report.items()} == dict.fromkeys(
-        TS_VERSIONS, False
-    ), report
-    long_calls = {kind: outcome["long"] for kind, outcome in report.items()}
-    assert {kind: (answer.get("isError"), outputs(answer)) for kind, answer in long_calls.items()} == dict.fromkeys(
-        TS_VERSIONS, (False, {"slept_seconds": LONG})
-    ), long_calls
-    assert health.status_code == 503
-    assert status == -signal.SIGTERM
-    assert_drained_and_delivered(log, elapsed, calls_at_close=len(TS_VERSIONS))
-    assert_each_call_reached_the_api_once(api, sleeps=len(TS_VERSIONS), echoes=len(TS_VERSIONS))
