@@ -50,7 +50,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     scope (a server, a provider, an npm install: made once, not once per worker), and start the longest first.
 
     Every other test goes to whichever worker is free. A test marked `slow(seconds)` pulls its group to the front,
-    longest first, so the run is not left waiting on a long test that started last.
+    longest first, so the run is not left waiting on a long test that started last. xdist also queues a second
+    unit on each worker at the start, in worker order: the one queued behind the longest unit waits for all of
+    it, so that one is a single unmarked test, the shortest kind we can tell.
     """
     for item in items:
         if item.get_closest_marker("xdist_group") is None and _uses_a_shared_fixture_of_its_module(item):
@@ -60,7 +62,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         unit = _unit(item)
         marker = item.get_closest_marker("slow")
         seconds[unit] = seconds.get(unit, 0.0) + (float(marker.args[0]) if marker else 0.0)
-    items.sort(key=lambda item: -seconds[_unit(item)])  # stable: otherwise in the order collected
+    units = sorted(seconds, key=lambda unit: -seconds[unit])  # stable: otherwise in the order collected
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))  # set in each xdist worker, which sorts
+    if 0 < workers < len(units):
+        singles = {item.nodeid for item in items} & set(units[workers:])
+        short = next((unit for unit in units[workers:] if unit in singles and not seconds[unit]), None)
+        if short is not None:
+            units.remove(short)
+            units.insert(workers, short)
+    position = {unit: index for index, unit in enumerate(units)}
+    items.sort(key=lambda item: position[_unit(item)])
 
 
 def _uses_a_shared_fixture_of_its_module(item: pytest.Item) -> bool:
