@@ -253,6 +253,7 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.slow(15)
 async def test_a_thousand_calls_leak_neither_memory_nor_descriptors(api: Emulator) -> None:
     server, errlog = await start_raw(env_for(api))
     arguments = {"runnable_id": ECHO, "resources": [inline("t", text="some text " * 50)]}
