@@ -30,6 +30,8 @@ def secret_problem(secret: str) -> str | None:
         return "contains a control character: paste it again from its source"
     if not secret.isascii():
         return "contains a non-ASCII character (often a quote or dash an editor changed): paste it again"
+    if secret in REDACTED:  # copied from a log or a result; it could never be told apart from the mark either
+        return "is the mark that logs and results show in place of a secret, not a key: paste the key itself"
     return None
 
 

@@ -58,11 +58,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("xdist_group") is None and _uses_a_shared_fixture_of_its_module(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     seconds: dict[str, float] = {}
+    tests: dict[str, int] = {}
     for item in items:
         unit = _unit(item)
         marker = item.get_closest_marker("slow")
         seconds[unit] = seconds.get(unit, 0.0) + (float(marker.args[0]) if marker else 0.0)
-    units = sorted(seconds, key=lambda unit: -seconds[unit])  # stable: otherwise in the order collected
+        tests[unit] = tests.get(unit, 0) + 1
+    units = sorted(seconds, key=lambda unit: (-seconds[unit], -tests[unit]))  # stable: else in the order collected
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))  # set in each xdist worker, which sorts
     if 0 < workers < len(units):
         singles = {item.nodeid for item in items} & set(units[workers:])

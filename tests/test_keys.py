@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refactor_mcp.redaction import REDACTED, Redactor, forms
+from refactor_mcp.config import Settings
+from refactor_mcp.redaction import REDACTED, Redactor, forms, secret_problem
 
 from .conftest import API_KEY, ECHO, FAULT, Emulator, call, env_for, error_of, fault, legacy_session, text_of
 
@@ -92,8 +93,20 @@ def test_a_damaged_inbound_token_is_refused_too(api: Emulator) -> None:
     assert "tok en-4c6f" not in refused.stderr
 
 
-@given(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=8, max_size=40))
+@pytest.mark.parametrize("mark", [REDACTED, REDACTED[1:-1], REDACTED[:-2]])
+def test_a_key_copied_from_a_redacted_log_is_refused_without_echoing_it(mark: str) -> None:
+    with pytest.raises(ValueError, match="REFACTOR_API_KEY is the mark that logs and results show") as refused:
+        Settings(api_key=mark)
+    assert mark not in str(refused.value)
+
+
+@given(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=8, max_size=40).filter(
+        lambda secret: secret_problem(secret) is None
+    )
+)
 def test_every_form_of_a_key_is_redacted(secret: str) -> None:
+    """Every key the settings accept; one inside the redaction mark is refused (the test above)."""
     redactor = Redactor(secret)
     texts = [
         f"Illegal header value {f'Bearer {secret}'.encode()!r}",  # how the HTTP stack quotes a refused header
