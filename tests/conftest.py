@@ -67,8 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     units = sorted(seconds, key=lambda unit: (-seconds[unit], -tests[unit]))  # stable: else in the order collected
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))  # set in each xdist worker, which sorts
     if 0 < workers < len(units):
-        singles = {item.nodeid for item in items} & set(units[workers:])
-        short = next((unit for unit in units[workers:] if unit in singles and not seconds[unit]), None)
+        short = next((unit for unit in units[workers:] if tests[unit] == 1 and not seconds[unit]), None)
         if short is not None:
             units.remove(short)
             units.insert(workers, short)
