@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 
 from .client import RefactorClient
 from .config import DEFAULT_BASE_URL, Settings
 from .errors import NotFoundError, RefactorError, UnauthorizedError
-from .runnables import load
+from .tools.runnables import load
 
 NIL_RUNNABLE = "00000000-0000-0000-0000-000000000000"
 
@@ -106,6 +107,50 @@ async def _base_url(client: RefactorClient) -> Finding:
     )
 
 
+async def _oauth(settings: Settings) -> list[Finding]:
+    """The OAuth settings, the issuer's metadata and keys, and the introspection credentials."""
+    from .auth import oauth  # JWT and JWKS handling: only when OAuth is on
+
+    assert settings.oauth_issuer is not None
+    scopes = " ".join(settings.oauth_required_scopes) or "none"
+    found = [
+        Finding(
+            True,
+            f"OAuth: tokens from {settings.oauth_issuer} for {oauth.audience(settings)}, required scopes: {scopes}; "
+            f"metadata at {oauth.metadata_url(settings)}",
+        )
+    ]
+    if settings.transport != "http":
+        found.append(Finding(True, "OAuth applies to --transport http only", mark="WARN"))
+    if settings.oauth_audience not in (None, settings.http_public_url):
+        found.append(
+            Finding(
+                True,
+                f"the audience {settings.oauth_audience} is not the public URL {settings.http_public_url}: clients "
+                "ask for the public URL, so the authorization server must map that resource to this audience",
+                mark="WARN",
+            )
+        )
+    async with httpx2.AsyncClient(timeout=oauth.FETCH_TIMEOUT) as http:
+        try:
+            where, document = await oauth.fetch_issuer_metadata(http, settings.oauth_issuer)
+            found.append(Finding(True, f"the issuer's metadata is at {where}"))
+            jwks_url = settings.oauth_jwks_url or document.get("jwks_uri")
+            if not isinstance(jwks_url, str):
+                raise oauth.IssuerUnavailable(f"{where} names no jwks_uri: set REFACTOR_OAUTH_JWKS_URL")
+            keys = await oauth.fetch_jwks(http, jwks_url)
+            found.append(Finding(True, f"the issuer's JWKS at {jwks_url} holds {len(keys.keys)} usable key(s)"))
+        except oauth.IssuerUnavailable as exc:
+            found.append(Finding(False, str(exc), "check REFACTOR_OAUTH_ISSUER, REFACTOR_OAUTH_JWKS_URL, the network"))
+        if settings.oauth_introspection_url is not None:
+            try:
+                await oauth.Introspection(http, settings).ask("refactor-mcp-check")
+                found.append(Finding(True, f"the introspection endpoint {settings.oauth_introspection_url} answers"))
+            except oauth.IssuerUnavailable as exc:
+                found.append(Finding(False, str(exc), "check the REFACTOR_OAUTH_INTROSPECTION_URL and credentials"))
+    return found
+
+
 def run_check(settings: Settings) -> int:
     """Print each finding; 0 when nothing needs fixing. The settings and runnables file are already valid."""
     findings = [Finding(True, f"configuration is valid (base URL {settings.base_url})")]
@@ -116,9 +161,7 @@ def run_check(settings: Settings) -> int:
     findings += _directories(settings)
     findings += anyio.run(_api, settings)
     if settings.oauth_issuer is not None:
-        from .oauth import findings as oauth_findings  # here: oauth imports this module's Finding
-
-        findings += anyio.run(oauth_findings, settings)
+        findings += anyio.run(_oauth, settings)
     for finding in findings:
         print(
             f"{finding.mark or ('ok' if finding.ok else 'FIX'):4} {finding.what}"

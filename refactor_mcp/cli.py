@@ -30,7 +30,7 @@ def configure_logging(settings: Settings) -> None:
     """Log to stderr only, at the configured level, with the secrets scrubbed; then the configuration's warnings."""
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
-        from .telemetry import JsonFormatter  # loads the OpenTelemetry API early: only when asked for
+        from .telemetry.logs import JsonFormatter  # loads the OpenTelemetry API early: only when asked for
 
         handler.setFormatter(JsonFormatter(settings.redactor()))
     else:
@@ -177,7 +177,7 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
         return None
     if settings.runnables_file is not None:
-        from .runnables import RunnablesFileError, load
+        from .tools.runnables import RunnablesFileError, load
 
         try:
             load(settings.runnables_file)
@@ -200,9 +200,9 @@ def _serve(args: argparse.Namespace) -> int:
     gc.disable()
     try:
         if settings.transport == "http":
-            from .streamable_http import serve_http
+            from .server.http import serve_http
         else:
-            from .stdio import serve_stdio
+            from .server.stdio import serve_stdio
     finally:
         gc.freeze()
         gc.enable()

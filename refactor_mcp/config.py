@@ -40,6 +40,11 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 OAUTH_DETAILS = (
     "oauth_audience",
     "oauth_required_scopes",
@@ -305,8 +310,7 @@ class Settings(BaseSettings):
                     "the URL clients reach the MCP endpoint at, such as https://mcp.example.com/mcp: tokens and "
                     "metadata name this resource by it"
                 )
-            host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
-            self.http_public_url = f"http://{host}:{self.http_port}/mcp"
+            self.http_public_url = f"http://{url_host(self.http_host)}:{self.http_port}/mcp"
         credentials = (self.oauth_client_id is not None, self.oauth_client_secret is not None)
         if self.oauth_introspection_url is not None and not all(credentials):
             raise ValueError(

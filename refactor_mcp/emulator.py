@@ -35,6 +35,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .config import url_host
+
 # The bearer token the emulator accepts unless `create_app`/`serve` is given another one.
 DEFAULT_API_KEY = "emulator-key"
 
@@ -203,8 +205,7 @@ async def serve(
         # Accepted connections inherit this; without it (asyncio does not set it on a socket created with
         # protocol 0) every answer on a kept-alive connection waits ~40 ms for Nagle's algorithm.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        shown_host = f"[{address}]" if address.version == 6 else str(address)
-        base_url = f"http://{shown_host}:{sock.getsockname()[1]}"
+        base_url = f"http://{url_host(str(address))}:{sock.getsockname()[1]}"
         async with anyio.create_task_group() as tg:
 
             async def run_server() -> None:

@@ -7,7 +7,9 @@ what happened and what to do. HTTP statuses are mapped to classes in one place, 
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, NotRequired, TypeAlias
+
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 ErrorCode = Literal[
     "missing_api_key",
@@ -27,6 +29,22 @@ Details: TypeAlias = dict[str, Any] | None
 """`{"problems": [...]}` for invalid arguments, or the JSON object the API answered: kept so nothing is lost."""
 
 
+class ErrorInfo(TypedDict):
+    """A failure as a tool result's `error` object: the one shape, which the output schema is generated from."""
+
+    code: ErrorCode
+    message: str
+    http_status: int | None
+    details: NotRequired[Details]
+
+
+class ErrorOutcome(TypedDict):
+    """The structured result of a call that got no RunState."""
+
+    status: Literal["error"]
+    error: ErrorInfo
+
+
 class RefactorError(Exception):
     """Base of every failure refactor-mcp reports; `code` is stable and machine-readable."""
 
@@ -38,9 +56,9 @@ class RefactorError(Exception):
         self.http_status = http_status
         self.details = details
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ErrorInfo:
         """The error as a tool result's `error` object."""
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "http_status": self.http_status}
+        error = ErrorInfo(code=self.code, message=self.message, http_status=self.http_status)
         if self.details is not None:
             error["details"] = self.details
         return error

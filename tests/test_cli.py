@@ -93,7 +93,7 @@ def test_check_and_the_runnables_file_do_without_the_mcp_sdk(api: Emulator, tmp_
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"runnables file {path} is valid; tools: run_runnable, summarize" in checked.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in checked.stderr.splitlines() if "|" in line}
-    assert {"refactor_mcp.check", "refactor_mcp.runnables"} <= imported
+    assert {"refactor_mcp.check", "refactor_mcp.tools.runnables"} <= imported
     assert not [name for name in imported if name.split(".")[0] in ("mcp", "mcp_types")]
 
 

@@ -31,7 +31,8 @@ from hypothesis_jsonschema import from_schema
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
-from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA
+from refactor_mcp.tools.definitions import GENERIC
+from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
 
 from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session, validate
 
@@ -355,7 +356,7 @@ def test_metadata_numbers_inside_the_range_are_sent_as_given(
 def test_an_integer_past_the_parsers_limit_gets_only_a_parse_error_without_id(raw: RawServer) -> None:
     """Pins a limit outside our code: the SDK's JSON parser (pydantic-core) reads integers of at most 4,300 digits,
     Python's own int-to-str limit, and refuses a longer one as "number out of range". The request's id is never
-    read, so no answer can bear it: over stdio the caller gets a parse error with a null id (refactor_mcp.stdio),
+    read, so no answer can bear it: over stdio the caller gets a parse error with a null id (refactor_mcp.server.stdio),
     which clients cannot match to the call (the Python client waits for its read timeout, by default forever).
     Over HTTP the SDK answers 400, tested below. The server keeps serving."""
     raw.unmatched.clear()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from refactor_mcp import Settings
-from refactor_mcp.runnables import tools_for
+from refactor_mcp.tools.definitions import tools_for
 
 from .conftest import API_KEY, ECHO, TOKEN, Emulator, http_server
 
@@ -39,7 +39,7 @@ def test_the_readme_has_the_snippets_we_test() -> None:
 def test_the_runnables_example_gives_the_tools_it_describes(tmp_path: Path) -> None:
     path = tmp_path / "runnables.toml"
     path.write_text(TOML[0])
-    tools = {tool.tool.name: tool.tool.input_schema for tool in tools_for(path)}
+    tools = {tool.tool.name: tool.tool.input_schema for tool in tools_for(Settings(runnables_file=path))}
     assert list(tools) == ["run_runnable", "summarize_contract", "count_words"]
     assert sorted(tools["summarize_contract"]["properties"]) == ["contract", "resources"]
     assert sorted(tools["count_words"]["properties"]) == [

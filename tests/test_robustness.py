@@ -24,7 +24,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import ValidationError
 
 from refactor_mcp import Settings
-from refactor_mcp.tools import GENERIC
+from refactor_mcp.tools.definitions import GENERIC
 
 from .conftest import (
     API_KEY,

@@ -11,7 +11,9 @@ import jsonschema
 import pytest
 
 from refactor_mcp.models import RunRequest
-from refactor_mcp.tools import GENERIC, OUTPUT_SCHEMA, RunRunnableArguments
+from refactor_mcp.tools.arguments import RunRunnableArguments
+from refactor_mcp.tools.definitions import GENERIC
+from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 

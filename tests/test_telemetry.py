@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from refactor_mcp.config import Settings
 from refactor_mcp.server import build_server
-from refactor_mcp.telemetry import JsonFormatter
+from refactor_mcp.telemetry.logs import JsonFormatter
 
 from .conftest import (
     API_KEY,

@@ -1,8 +1,8 @@
 """Streamable HTTP transport: the MCP endpoint at /mcp, a health check, inbound auth and DNS-rebinding checks.
 
 A server that holds an API key and listens on a network must let no one else use that key:
-- every request to /mcp carries `Authorization: Bearer <REFACTOR_MCP_HTTP_TOKEN>` (compared in constant time),
-  and the server refuses to start on a non-loopback address without one (see Settings). The inbound token is
+- every request to /mcp passes the gate (auth/gate.py): REFACTOR_MCP_HTTP_TOKEN or an OAuth access token, and
+  the server refuses to start on a non-loopback address without either (see Settings). The inbound token is
   never forwarded upstream: the API key comes only from the server's own configuration;
 - Host and Origin are checked on every bind (the SDK does so only for loopback binds unless told);
 - `path` resources are refused unless REFACTOR_HTTP_ALLOW_PATHS is set: a remote caller must not read this
@@ -13,7 +13,6 @@ traffic; on SIGTERM a replica drains, then delivers the calls in flight (see shu
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
@@ -27,13 +26,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from . import oauth, shutdown, telemetry
-from ._version import __version__
-from .config import Settings, is_loopback
-from .errors import cannot_listen
-from .server import build_server
+from .. import telemetry
+from .._version import __version__
+from ..auth import gate
+from ..config import Settings, is_loopback, url_host
+from ..errors import cannot_listen
+from . import shutdown
+from .build import build_server
 
 logger = logging.getLogger(__name__)
 
@@ -47,30 +48,6 @@ PATHS_OFF = (
     "`text` or `content`, or, if every caller is trusted, start the server with REFACTOR_HTTP_ALLOW_PATHS=true "
     "and REFACTOR_ALLOWED_DIRS set."
 )
-
-
-class BearerToken:
-    """ASGI middleware: requests to /mcp must carry the configured bearer token; others pass (health checks)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(MCP_PATH):
-            supplied = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(supplied, self._expected):
-                refusal = JSONResponse(
-                    {
-                        "error": "invalid_token",
-                        "error_description": "Send Authorization: Bearer <REFACTOR_MCP_HTTP_TOKEN>.",
-                    },
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="refactor-mcp", error="invalid_token"'},
-                )
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def host_forms(host: str) -> list[str]:
@@ -97,7 +74,8 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The ASGI app: MCP at /mcp, GET /healthz, behind the bearer-token check when a token is set."""
+    """The ASGI app: MCP at /mcp behind the gate when a token or OAuth is configured, GET /healthz, and the
+    routes of OAuth metadata and of telemetry exporters."""
     paths_off = None if settings.http_allow_paths else PATHS_OFF
     server = build_server(settings, paths_off=paths_off)
 
@@ -108,6 +86,11 @@ def create_app(settings: Settings) -> Starlette:
             return JSONResponse({"status": "draining", **health}, status_code=503)
         return JSONResponse({"status": "ok", **health})
 
+    routes = [Route("/healthz", healthz, methods=["GET"]), *telemetry.configure_sdk(serves_http=True)]
+    if settings.oauth_issuer is not None:
+        from ..auth.oauth import metadata_routes
+
+        routes += metadata_routes(settings)
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=settings.http_json_response,
@@ -115,16 +98,10 @@ def create_app(settings: Settings) -> Starlette:
         max_request_body_size=settings.http_max_body_bytes,
         transport_security=transport_security(settings),
         host=settings.http_host,
-        custom_starlette_routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            *telemetry.routes(),
-            *(oauth.metadata_routes(settings) if settings.oauth_issuer else []),
-        ],
+        custom_starlette_routes=routes,
     )
-    if settings.oauth_issuer is not None:
-        app.add_middleware(oauth.Gate, settings=settings, path=MCP_PATH)  # accepts the static token too
-    elif settings.mcp_http_token is not None:
-        app.add_middleware(BearerToken, token=settings.mcp_http_token.get_secret_value())
+    if (verifier := gate.verifier(settings)) is not None:
+        app.add_middleware(gate.Gate, verifier=verifier, settings=settings, path=MCP_PATH)
     return app
 
 
@@ -158,7 +135,7 @@ def serve_http(settings: Settings) -> int:
 
     Returns the exit status: 1 when the address cannot be bound, said in one line before any other.
     """
-    host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    host = url_host(settings.http_host)
     try:  # a trial bind, so the URL line below is printed only for an address we can listen on
         family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
         socket.create_server((settings.http_host, settings.http_port), family=family).close()

@@ -1,5 +1,8 @@
 """Telemetry for operators: traces that reach re-factor, metrics, and logs as one JSON object per line.
 
+A leaf of the package: it knows nothing of MCP. The tool runner tells it how each call ended, in typed form (a
+RunState or a RefactorError), and the API client how each upstream request went.
+
 Only the OpenTelemetry API is used at run time (the MCP SDK depends on it): with no SDK configured, every span
 and instrument here is a no-op, and the caller's trace context, which the SDK takes from the request's `_meta`,
 still goes on to the upstream request as `traceparent`, so a run at re-factor joins the caller's trace.
@@ -11,7 +14,6 @@ and only then imports it: clients spawn the server and wait for it, so start-up 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -19,7 +21,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,13 +29,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from ._version import __version__
-from .errors import RefactorError
-from .models import RunState
-from .redaction import Redactor
+from .._version import __version__
+from ..errors import RefactorError
+from ..models import RunState
 
 if TYPE_CHECKING:
-    from mcp.types import CallToolResult
     from opentelemetry.metrics import Counter, Histogram, UpDownCounter
     from starlette.routing import Route
 
@@ -73,43 +72,39 @@ class Call:
         }
         return {name: value for name, value in facts.items() if value is not None}
 
-    def ended(self, result: CallToolResult) -> None:
-        """What the result says of the call: run id, status and error code, from its structuredContent."""
-        content = result.structured_content or {}
-        self.status = str(content.get("status", "error" if result.is_error else "ok"))
-        self.run_id = content.get("id") or self.run_id
-        error = content.get("error")
-        run_error = (content.get("result") or {}).get("error")
-        if isinstance(error, dict) and error.get("code"):
-            self.error_code = str(error["code"])
-        elif isinstance(run_error, dict):
-            self.error_code = str(run_error.get("code") or "run_" + self.status)
+    def ended(self, outcome: RunState | RefactorError) -> None:
+        """How the call ended: the run's id, status and error code, or the code of the failure."""
+        if isinstance(outcome, RefactorError):
+            self.status, self.error_code = "error", outcome.code
+            return
+        self.status, self.run_id = outcome.status, outcome.id
+        error = outcome.result.error if outcome.result is not None else None
+        if error is not None:
+            self.error_code = error.code or f"run_{outcome.status}"
 
 
 _call: ContextVar[Call | None] = ContextVar("refactor_mcp_call", default=None)
 
 
-def _caller_sub() -> str | None:
-    """The OAuth subject of the caller, when an authorization server vouched for one."""
-    # MCP is imported by the functions that serve it: RefactorClient imports this module, and must stay light.
-    from mcp.server.auth.middleware.auth_context import get_access_token
-
-    token = get_access_token()
-    return token.subject if token is not None else None
+def current_call() -> Call | None:
+    """The tool call this code runs in, if any: what a log line says it belongs to."""
+    return _call.get()
 
 
 @contextmanager
-def call_scope(tool: str) -> Iterator[Call]:
-    """Around a tool call: its log context, the calls-in-flight gauge, and on the way out the calls counter,
-    the attributes of the SDK's `tools/call` span and one INFO line saying how the call ended."""
-    call = Call(tool=tool, sub=_caller_sub())
+def call_scope(tool: str, sub: str | None = None) -> Iterator[Call]:
+    """Around a tool call by the caller with OAuth subject `sub`: its log context, the calls-in-flight gauge, and
+    on the way out the calls counter, the attributes of the current (the SDK's `tools/call`) span and one INFO
+    line saying how the call ended."""
+    call = Call(tool=tool, sub=sub)
     reset = _call.set(call)
     instruments = _instruments()
     instruments.in_flight.add(1, {"gen_ai.tool.name": tool})
     try:
         yield call
     except BaseException as exc:
-        call.status = call.status or ("abandoned" if _is_cancellation(exc) else "error")
+        abandoned = isinstance(exc, anyio.get_cancelled_exc_class())  # the caller cancelled or went away
+        call.status = call.status or ("abandoned" if abandoned else "error")
         call.error_code = call.error_code or type(exc).__name__
         raise
     finally:
@@ -141,17 +136,6 @@ def call_scope(tool: str) -> Iterator[Call]:
                 extra={"duration_s": round(seconds, 6)},
             )
         _call.reset(reset)
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """The caller cancelled or went away: stdio cancels the handler, HTTP answers REQUEST_CANCELLED."""
-    from mcp.shared.exceptions import MCPError
-
-    from .cancellation import REQUEST_CANCELLED
-
-    if isinstance(exc, MCPError):
-        return bool(exc.error.code == REQUEST_CANCELLED)
-    return isinstance(exc, anyio.get_cancelled_exc_class())
 
 
 # -- the upstream request --------------------------------------------------------------------------------------
@@ -197,9 +181,6 @@ class Upstream:
                 instruments.tokens.add(count, {**by_runnable, "gen_ai.token.type": kind})
         if state.total_token_cost_usd:
             instruments.cost.add(state.total_token_cost_usd, by_runnable)
-        call = _call.get()
-        if call is not None:
-            call.run_id = state.id
         return state
 
 
@@ -223,9 +204,6 @@ def upstream_call(runnable_id: str, url: str) -> Iterator[Upstream]:
     """A CLIENT span for the run request (HTTP client conventions), current while it lasts, so `inject` in it
     sends this span as the parent of the run; and the upstream duration histogram."""
     attributes: dict[str, AttributeValue] = {**_url_attributes(url), "refactor.runnable.id": runnable_id}
-    call = _call.get()
-    if call is not None:
-        call.runnable_id = runnable_id
     started = time.monotonic()
     with _tracer.start_as_current_span(
         f"POST {URL_TEMPLATE}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
@@ -290,39 +268,6 @@ def _instruments() -> _Instruments:
     )
 
 
-# -- structured logs -------------------------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, the trace and the call it belongs to.
-
-    The whole line is scrubbed of the secrets after encoding, so a secret in any field, escaped or not, goes."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self._redactor = redactor
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            entry["trace_id"] = trace.format_trace_id(context.trace_id)
-            entry["span_id"] = trace.format_span_id(context.span_id)
-        call = _call.get()
-        if call is not None:
-            entry |= call.fields()
-        if (duration := getattr(record, "duration_s", None)) is not None:
-            entry["duration_s"] = duration
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return self._redactor.text(json.dumps(entry, ensure_ascii=False, default=str))
-
-
 # -- the SDK, when the OTEL_* variables ask for it -------------------------------------------------------------
 
 
@@ -336,37 +281,35 @@ def _exporters(signal: str, environ: Mapping[str, str]) -> list[str]:
 
 
 _routes: list[Route] = []
+"""What the SDK installed in this process serves (GET /metrics): installed once, asked for by each app built."""
 
 
-def configure_sdk(serves_http: bool, environ: Mapping[str, str] = os.environ) -> None:
+def configure_sdk(serves_http: bool, environ: Mapping[str, str] = os.environ) -> list[Route]:
     """Install the OpenTelemetry SDK as the standard OTEL_* variables say, when they name an exporter.
 
     Supported: OTEL_TRACES_EXPORTER otlp|console, OTEL_METRICS_EXPORTER otlp|prometheus|console, OTLP over
     http/protobuf (the `otel` extra) or grpc (with opentelemetry-exporter-otlp-proto-grpc installed); the SDK and
     the exporters read the rest (endpoint, headers, service name, sampler, export interval). Providers already
     installed (by `opentelemetry-instrument`) are kept. Prometheus metrics are served at /metrics when the server
-    `serves_http`, else on OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT (localhost:9464).
+    `serves_http`, else on OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT (localhost:9464). Returns
+    the routes an HTTP app must serve for the exporters.
     """
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return
+        return []
     traces, metrics_ = _exporters("TRACES", environ), _exporters("METRICS", environ)
     if not (traces or metrics_):
-        return
+        return []
     try:
-        from . import _otel_sdk
+        from . import sdk
     except ImportError as exc:
         logger.error(
             "OTEL_* variables ask for telemetry, but the OpenTelemetry SDK is not installed (%s): install "
             "'refactor-mcp[otel]'. Going on without exporting telemetry.",
             exc,
         )
-        return
+        return []
     try:
-        _routes.extend(_otel_sdk.install(traces, metrics_, serves_http, environ))
+        _routes.extend(sdk.install(traces, metrics_, serves_http, environ))
     except (ImportError, ValueError) as exc:
         logger.error("OpenTelemetry not configured: %s. Going on without exporting telemetry.", exc)
-
-
-def routes() -> list[Route]:
-    """Routes the configured exporters serve in HTTP mode (GET /metrics for Prometheus)."""
     return list(_routes)

@@ -9,7 +9,7 @@ import json
 from pydantic import Field
 from pydantic_core import ErrorDetails
 
-from .models import RESOURCE_FORM_TAGS, RunRequest, Uuid
+from ..models import RESOURCE_FORM_TAGS, RunRequest, Uuid
 
 RUN_RUNNABLE = "run_runnable"
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._version import __version__
+from .._version import __version__
 
 _OTLP_MODULES = {
     "http/protobuf": "opentelemetry.exporter.otlp.proto.http",

@@ -5,10 +5,8 @@ authorization server (REFACTOR_OAUTH_ISSUER) and accepts the access tokens it is
 gives the pieces around a verifier: the backend that reads the bearer header, the context that carries the
 caller, and the RFC 9728 metadata document at the path-suffixed URL. This module adds what it lacks:
 - the verifier: JWT access tokens checked locally against the issuer's JWKS (PyJWT does all the cryptography),
-  opaque ones by RFC 7662 introspection, and the static REFACTOR_MCP_HTTP_TOKEN beside both (agents keep it);
-- the metadata document at the root well-known URL too, a fallback MCP clients try;
-- refusals as RFC 6750 and the MCP specification want them: 401 naming the metadata URL (and `invalid_token`
-  only when a token was sent), 403 naming the scope needed.
+  and opaque ones by RFC 7662 introspection (the gate asks the static REFACTOR_MCP_HTTP_TOKEN's verifier first);
+- the metadata document at the root well-known URL too, a fallback MCP clients try.
 Tokens are never logged, and never forwarded upstream: the API key comes only from this server's configuration.
 """
 
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import json
 import logging
 import math
 import time
@@ -27,17 +23,12 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx2
 import jwt
-from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
-from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .check import Finding
-from .config import Settings
+from ..config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +45,6 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 """Signatures accepted: only the issuer's private key makes them. `none` and HS* (a shared secret, or a public
 key misused as one) are refused."""
-STATIC_CLIENT = "static-token"
-"""The client_id given to callers that present REFACTOR_MCP_HTTP_TOKEN."""
 ROOT_METADATA_PATH = "/.well-known/oauth-protected-resource"
 FETCH_TIMEOUT = httpx2.Timeout(10.0)
 
@@ -243,22 +232,18 @@ def _access_token(token: str, claims: dict[str, Any]) -> AccessToken:
     )
 
 
-class Verifier(TokenVerifier):
-    """Accepts the static token, JWT access tokens for this audience from the issuer, and active opaque tokens."""
+class OAuthVerifier(TokenVerifier):
+    """Accepts JWT access tokens for this audience from the issuer, and active opaque tokens."""
 
-    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
+    def __init__(self, settings: Settings) -> None:
         assert settings.oauth_issuer is not None
+        http = httpx2.AsyncClient(timeout=FETCH_TIMEOUT)
         self._issuer = settings.oauth_issuer
         self._audience = audience(settings)
-        self._scopes = settings.oauth_required_scopes
-        self._static = settings.mcp_http_token.get_secret_value().encode() if settings.mcp_http_token else None
         self._keys = SigningKeys(http, self._issuer, settings.oauth_jwks_url)
         self._introspection = Introspection(http, settings) if settings.oauth_introspection_url else None
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if self._static is not None and hmac.compare_digest(token.encode(), self._static):
-            # The static token stands for a trusted agent: it carries every required scope.
-            return AccessToken(token=token, client_id=STATIC_CLIENT, scopes=self._scopes)
         try:
             try:
                 header = jwt.get_unverified_header(token)
@@ -306,67 +291,6 @@ class Verifier(TokenVerifier):
         return _access_token(token, answer)
 
 
-class RequireToken:
-    """ASGI app in front of /mcp: an authenticated caller with every required scope, or a refusal that says
-    where to get a token (401) or which scope to ask for (403)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self._scopes = settings.oauth_required_scopes
-        self._metadata = metadata_url(settings)
-        self._static = settings.mcp_http_token is not None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        user = scope.get("user")
-        if not isinstance(user, AuthenticatedUser):
-            sent = any(name == b"authorization" for name, _ in scope["headers"])
-            how = "an OAuth access token for this server" + (" or REFACTOR_MCP_HTTP_TOKEN" if self._static else "")
-            if sent:
-                await self._refuse(send, 401, "invalid_token", f"The token was not accepted: send {how}.")
-            else:
-                # RFC 6750 section 3.1: no error code when no credentials were sent.
-                await self._refuse(send, 401, None, f"Send Authorization: Bearer <{how}>.")
-            return
-        if missing := [name for name in self._scopes if name not in user.scopes]:
-            await self._refuse(
-                send, 403, "insufficient_scope", f"The token lacks the scope {' '.join(missing)}: ask for it."
-            )
-            return
-        await self.app(scope, receive, send)
-
-    async def _refuse(self, send: Send, status: int, error: str | None, description: str) -> None:
-        parameters = [f'error="{error}"'] if error else []
-        if self._scopes:
-            parameters.append(f'scope="{" ".join(self._scopes)}"')
-        parameters += [f'resource_metadata="{self._metadata}"', f'error_description="{description}"']
-        body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", f"Bearer {', '.join(parameters)}".encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-class Gate:
-    """ASGI middleware: requests under `path` need an accepted token (see Verifier); others pass (health,
-    metadata)."""
-
-    def __init__(self, app: ASGIApp, settings: Settings, path: str) -> None:
-        self.app = app
-        self._path = path
-        verifier = Verifier(settings, httpx2.AsyncClient(timeout=FETCH_TIMEOUT))
-        required = RequireToken(app, settings)
-        self._guarded = AuthenticationMiddleware(AuthContextMiddleware(required), backend=BearerAuthBackend(verifier))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self._path):
-            await self._guarded(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def metadata_routes(settings: Settings) -> list[Route]:
     """The RFC 9728 document at the public URL's path-suffixed well-known URL (the SDK's route) and at the root."""
     assert settings.oauth_issuer is not None
@@ -378,46 +302,3 @@ def metadata_routes(settings: Settings) -> list[Route]:
     if routes[0].path == ROOT_METADATA_PATH:
         return routes
     return [*routes, Route(ROOT_METADATA_PATH, endpoint=routes[0].endpoint, methods=["GET", "OPTIONS"])]
-
-
-async def findings(settings: Settings) -> list[Finding]:
-    """`check`: the OAuth settings, the issuer's metadata and keys, and the introspection credentials."""
-    if settings.oauth_issuer is None:
-        return []
-    scopes = " ".join(settings.oauth_required_scopes) or "none"
-    found = [
-        Finding(
-            True,
-            f"OAuth: tokens from {settings.oauth_issuer} for {audience(settings)}, required scopes: {scopes}; "
-            f"metadata at {metadata_url(settings)}",
-        )
-    ]
-    if settings.transport != "http":
-        found.append(Finding(True, "OAuth applies to --transport http only", mark="WARN"))
-    if settings.oauth_audience not in (None, settings.http_public_url):
-        found.append(
-            Finding(
-                True,
-                f"the audience {settings.oauth_audience} is not the public URL {settings.http_public_url}: clients "
-                "ask for the public URL, so the authorization server must map that resource to this audience",
-                mark="WARN",
-            )
-        )
-    async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT) as http:
-        try:
-            where, document = await fetch_issuer_metadata(http, settings.oauth_issuer)
-            found.append(Finding(True, f"the issuer's metadata is at {where}"))
-            jwks_url = settings.oauth_jwks_url or document.get("jwks_uri")
-            if not isinstance(jwks_url, str):
-                raise IssuerUnavailable(f"{where} names no jwks_uri: set REFACTOR_OAUTH_JWKS_URL")
-            keys = await fetch_jwks(http, jwks_url)
-            found.append(Finding(True, f"the issuer's JWKS at {jwks_url} holds {len(keys.keys)} usable key(s)"))
-        except IssuerUnavailable as exc:
-            found.append(Finding(False, str(exc), "check REFACTOR_OAUTH_ISSUER, REFACTOR_OAUTH_JWKS_URL, the network"))
-        if settings.oauth_introspection_url is not None:
-            try:
-                await Introspection(http, settings).ask("refactor-mcp-check")
-                found.append(Finding(True, f"the introspection endpoint {settings.oauth_introspection_url} answers"))
-            except IssuerUnavailable as exc:
-                found.append(Finding(False, str(exc), "check the REFACTOR_OAUTH_INTROSPECTION_URL and credentials"))
-    return found

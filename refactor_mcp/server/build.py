@@ -1,7 +1,9 @@
-"""Wiring the MCP server: one low-level `Server` and one `RefactorClient` for its lifetime.
+"""Wiring the MCP server: one low-level `Server`, its tools, and one `ToolRunner` (with its API client) for its
+lifetime.
 
-The low-level server is used rather than `MCPServer` because the tool's schemas come from the API's
-contract, not from a function signature. The transports live in `stdio` and `streamable_http`.
+The low-level server is used rather than `MCPServer` because the tools' schemas come from the API's contract,
+not from a function signature. The transports (`stdio`, `http`) serve what `build_server` returns; tests drive
+it in process, with the API client's `transport` pointed at the emulator's ASGI app.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import httpx2
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
@@ -21,14 +24,14 @@ from mcp.types import (
     PaginatedRequestParams,
 )
 
-from . import telemetry
-from ._version import __version__
-from .caller import log_caller
+from .._version import __version__
+from ..auth.caller import current_caller, log_call
+from ..client import RefactorClient
+from ..config import Settings
+from ..resources import ResourceResolver
+from ..tools.definitions import tools_for
+from ..tools.runner import ToolRunner
 from .cancellation import CallWatch
-from .client import RefactorClient
-from .config import Settings
-from .resources import ResourceResolver
-from .tools import GENERIC, RunnableTool, call_tool
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
@@ -37,49 +40,40 @@ INSTRUCTIONS = (
 )
 
 
-def _tools(settings: Settings) -> list[RunnableTool]:
-    if settings.runnables_file is None:
-        return [GENERIC]
-    from .runnables import tools_for  # only with a runnables file: its models cost start-up time
-
-    return tools_for(settings.runnables_file)
-
-
-def build_server(settings: Settings, *, paths_off: str | None = None) -> Server[RefactorClient]:
-    """The MCP server; its RefactorClient (and connection pool) lives as long as the server runs.
+def build_server(
+    settings: Settings, *, paths_off: str | None = None, transport: httpx2.AsyncBaseTransport | None = None
+) -> Server[ToolRunner]:
+    """The MCP server; its runner (and the API client's connection pool) lives as long as the server runs.
 
     `paths_off` refuses `path` resources with that reason: a transport that serves remote callers sets it.
+    `transport` replaces the API client's network transport (tests: the emulator's ASGI app).
     Raises RunnablesFileError when REFACTOR_RUNNABLES_FILE cannot be served.
     """
     resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
-    tools = {tool.tool.name: tool for tool in _tools(settings)}
+    tools = {tool.tool.name: tool for tool in tools_for(settings)}
     listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
     watch = CallWatch()
-    telemetry.configure_sdk(serves_http=settings.transport == "http")
 
     @asynccontextmanager
-    async def lifespan(_: Server[RefactorClient]) -> AsyncIterator[RefactorClient]:
-        async with RefactorClient(settings) as client:
-            yield client
+    async def lifespan(_: Server[ToolRunner]) -> AsyncIterator[ToolRunner]:
+        async with RefactorClient(settings, transport=transport) as client:
+            yield ToolRunner(client, resolver)
 
     async def on_list_tools(
-        ctx: ServerRequestContext[RefactorClient], params: PaginatedRequestParams | None
+        ctx: ServerRequestContext[ToolRunner], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
         return listed
 
-    async def on_call_tool(ctx: ServerRequestContext[RefactorClient], params: CallToolRequestParams) -> CallToolResult:
+    async def on_call_tool(ctx: ServerRequestContext[ToolRunner], params: CallToolRequestParams) -> CallToolResult:
         tool = tools.get(params.name)
         if tool is None:
             raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {', '.join(tools)}.")
-        log_caller(ctx.request, params.name)
+        caller = current_caller()
+        log_call(caller, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        with telemetry.call_scope(params.name) as call:
-            result = await watch.run(
-                ctx, partial(call_tool, tool, ctx.lifespan_context, resolver, params.arguments, report)
-            )
-            call.ended(result)
-            return result
+        subject = caller.subject if caller is not None else None
+        return await watch.run(ctx, partial(ctx.lifespan_context.call, tool, params.arguments, report, subject))
 
     server = Server(
         "refactor-mcp",

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..models import ResourceBinding, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
 from .arguments import RUN_RUNNABLE, field_problem
-from .models import ResourceBinding, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
-
-if TYPE_CHECKING:
-    from .tools import RunnableTool
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVED_INPUTS = frozenset(RunRequest.model_fields)
@@ -111,12 +107,3 @@ def load(path: Path) -> RunnablesFile:
             "expose_generic = false"
         )
     return loaded
-
-
-def tools_for(path: Path) -> list[RunnableTool]:
-    """Every tool a server with this file offers: run_runnable unless the file turns it off, then its runnables."""
-    from .tools import GENERIC, named_tool  # here: it loads the MCP SDK, which checking the file does without
-
-    loaded = load(path)
-    named = [named_tool(name, entry) for name, entry in loaded.runnables.items()]
-    return [GENERIC, *named] if loaded.expose_generic else named

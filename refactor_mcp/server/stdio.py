@@ -17,14 +17,16 @@ from mcp.shared.message import SessionMessage
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
 from pydantic import ValidationError
 
-from .config import Settings
-from .server import build_server
+from .. import telemetry
+from ..config import Settings
+from .build import build_server
 
 logger = logging.getLogger(__name__)
 
 
 async def serve_stdio(settings: Settings) -> None:
     """Serve MCP over this process's stdin and stdout until the client closes them."""
+    telemetry.configure_sdk(serves_http=False)
     server = build_server(settings)
     async with stdio_server() as (read_stream, write_stream):
         answered = _ParseErrorsAnswered(read_stream, write_stream)

@@ -1,0 +1,135 @@
+"""The one gate in front of /mcp: a bearer token every verifier may accept, or a refusal that says what to send.
+
+The shape is the MCP SDK's own (`mcp/server/auth`): the SDK's bearer backend asks a `TokenVerifier`, and its
+context middleware leaves the accepted token where `caller.current_caller()` finds it. The static
+REFACTOR_MCP_HTTP_TOKEN is one more verifier (compared in constant time), beside the OAuth one when an issuer is
+configured. Refusals follow RFC 6750 and the MCP specification: 401 (with `invalid_token` only when a token was
+sent, and the metadata URL under OAuth), 403 naming the scope a token lacks.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Sequence
+
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..config import Settings
+
+STATIC_CLIENT = "static-token"
+"""The client_id given to callers that present REFACTOR_MCP_HTTP_TOKEN."""
+
+
+class StaticToken(TokenVerifier):
+    """Accepts REFACTOR_MCP_HTTP_TOKEN. It stands for a trusted agent: it carries every required scope."""
+
+    def __init__(self, token: str, scopes: list[str]) -> None:
+        self._expected = token.encode()
+        self._scopes = scopes
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._expected):
+            return AccessToken(token=token, client_id=STATIC_CLIENT, scopes=self._scopes)
+        return None
+
+
+class FirstAccepting(TokenVerifier):
+    """The first of several verifiers that accepts the token, asked in order (the cheapest first)."""
+
+    def __init__(self, verifiers: Sequence[TokenVerifier]) -> None:
+        self._verifiers = verifiers
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        for verifier in self._verifiers:
+            if (accepted := await verifier.verify_token(token)) is not None:
+                return accepted
+        return None
+
+
+def verifier(settings: Settings) -> TokenVerifier | None:
+    """What accepts tokens under these settings: the static token, OAuth access tokens, either, or none (no auth)."""
+    verifiers: list[TokenVerifier] = []
+    if settings.mcp_http_token is not None:
+        verifiers.append(StaticToken(settings.mcp_http_token.get_secret_value(), settings.oauth_required_scopes))
+    if settings.oauth_issuer is not None:
+        from .oauth import OAuthVerifier  # JWT and JWKS handling: only when OAuth is on
+
+        verifiers.append(OAuthVerifier(settings))
+    if len(verifiers) > 1:
+        return FirstAccepting(verifiers)
+    return verifiers[0] if verifiers else None
+
+
+class RequireToken:
+    """ASGI app in front of /mcp: an authenticated caller with every required scope, or a refusal that says what
+    to send (401) or which scope to ask for (403)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, metadata_url: str | None) -> None:
+        self.app = app
+        self._scopes = settings.oauth_required_scopes
+        self._metadata = metadata_url
+        if settings.oauth_issuer is None:
+            self._how = "REFACTOR_MCP_HTTP_TOKEN"
+        else:
+            static = " or REFACTOR_MCP_HTTP_TOKEN" if settings.mcp_http_token is not None else ""
+            self._how = f"an OAuth access token for this server{static}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):
+            if any(name == b"authorization" for name, _ in scope["headers"]):
+                await self._refuse(send, 401, "invalid_token", f"The token was not accepted: send {self._how}.")
+            else:
+                # RFC 6750 section 3.1: no error code when no credentials were sent.
+                await self._refuse(send, 401, None, f"Send Authorization: Bearer <{self._how}>.")
+            return
+        if missing := [name for name in self._scopes if name not in user.scopes]:
+            await self._refuse(
+                send, 403, "insufficient_scope", f"The token lacks the scope {' '.join(missing)}: ask for it."
+            )
+            return
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, status: int, error: str | None, description: str) -> None:
+        parameters = [] if self._metadata else ['realm="refactor-mcp"']
+        if error:
+            parameters.append(f'error="{error}"')
+        if self._scopes:
+            parameters.append(f'scope="{" ".join(self._scopes)}"')
+        if self._metadata:
+            parameters.append(f'resource_metadata="{self._metadata}"')
+        parameters.append(f'error_description="{description}"')
+        body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", f"Bearer {', '.join(parameters)}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    """ASGI middleware: requests under `path` need a token the verifier accepts; others pass (health, metadata)."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, settings: Settings, path: str) -> None:
+        self.app = app
+        self._path = path
+        metadata = None
+        if settings.oauth_issuer is not None:
+            from .oauth import metadata_url
+
+            metadata = metadata_url(settings)
+        required = RequireToken(app, settings, metadata)
+        self._guarded = AuthenticationMiddleware(AuthContextMiddleware(required), backend=BearerAuthBackend(verifier))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._path):
+            await self._guarded(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

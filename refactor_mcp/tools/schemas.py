@@ -1,0 +1,87 @@
+"""The tools' JSON schemas, generated from the pydantic models, in the form every client and framework converts.
+
+Schemas are self-contained (no `$ref` or `$defs`): several clients reject references. The output schema is the
+union of the two shapes a result holds: the RunState as the API sent it, or `{"status": "error", "error": ...}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from ..errors import ErrorOutcome
+from ..models import RunState
+
+
+class _ForClients(GenerateJsonSchema):
+    """Schemas every framework converts: `anyOf` rather than `oneOf` (google-genai refuses `oneOf`), null shown where
+    the server accepts it, and no `default: null` (an omitted argument already means that)."""
+
+    def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
+        union = super().tagged_union_schema(schema)
+        union.pop("discriminator", None)
+        return {"anyOf": union.pop("oneOf"), **union}
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        if schema.get("default", ...) is None:
+            return self.generate_inner(schema["schema"])
+        return super().default_schema(schema)
+
+
+def self_contained(schema: dict[str, Any], *, described: bool = True) -> dict[str, Any]:
+    """Inline every `$ref` into its `$defs` entry; drop titles, and descriptions of whole models (docstrings are for
+    developers). Without `described`, drop every description and format too, and `additionalProperties` (the
+    output's objects are open, JSON Schema's default): nothing to read, less to check.
+
+    `anyOf: [X, {"type": "null"}]` becomes X with a type list, `["integer", "null"]`: google-genai keeps a type list's
+    description and LangChain.js its type, where each loses them from an `anyOf`.
+    """
+    defs = schema.pop("$defs", {})
+    dropped = {"title"} if described else {"title", "description", "format", "additionalProperties"}
+
+    def walk(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            model = {k: v for k, v in defs[node["$ref"].rsplit("/", 1)[-1]].items() if k != "description"}
+            return walk({**model, **{k: v for k, v in node.items() if k != "$ref"}})
+        node = {
+            key: walk(value, in_properties=key == "properties" and not in_properties)
+            for key, value in node.items()
+            if in_properties or key not in dropped
+        }
+        options = node.get("anyOf", [])
+        if {"type": "null"} in options and len(options) == 2:
+            (kept,) = (option for option in options if option != {"type": "null"})
+            if isinstance(kept.get("type"), str):
+                rest = {key: value for key, value in node.items() if key != "anyOf"}
+                return {**kept, **rest, "type": [kept["type"], "null"]}
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+def input_schema(arguments: type[BaseModel]) -> dict[str, Any]:
+    """A tool's self-contained input schema, generated from its arguments model; required arguments come first."""
+    schema = self_contained(arguments.model_json_schema(schema_generator=_ForClients))
+    schema.pop("description", None)  # the tool's description says it
+    required = schema.get("required", [])
+    properties = schema["properties"]
+    schema["properties"] = {name: properties[name] for name in sorted(properties, key=lambda n: n not in required)}
+    return schema
+
+
+OUTPUT_SCHEMA = {
+    "type": "object",
+    "anyOf": [
+        self_contained(TypeAdapter(shape).json_schema(schema_generator=_ForClients), described=False)
+        for shape in (RunState, ErrorOutcome)
+    ],
+}
+"""Every result matches it, and the official clients check each one: the shape without descriptions or formats."""
