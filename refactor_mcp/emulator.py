@@ -166,9 +166,10 @@ class _Fault:
 
 
 def create_app(api_key: str = DEFAULT_API_KEY) -> Starlette:
-    """The emulator as an ASGI app, with its own request log and FAULT counters; `api_key` is the accepted token."""
+    """The emulator as an ASGI app, with its own request log and FAULT counters; `api_key` is the accepted token.
+    `app.state.log` is the request log (what GET /_emulator/requests answers), for a caller in the same process."""
     emulator = _Emulator(api_key)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/runnable/{id}/runs", emulator.run, methods=["POST"]),
             Route("/_emulator/requests", emulator.requests, methods=["GET"]),
@@ -177,6 +178,8 @@ def create_app(api_key: str = DEFAULT_API_KEY) -> Starlette:
         ],
         exception_handlers={HTTPException: _http_exception},
     )
+    app.state.log = emulator.log
+    return app
 
 
 async def serve(

@@ -18,7 +18,7 @@ import anyio
 import httpx2
 import pytest
 
-from .conftest import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline
+from .support import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline
 
 pytestmark = pytest.mark.anyio
 

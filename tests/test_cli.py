@@ -15,7 +15,7 @@ import pytest
 from refactor_mcp import __version__
 from refactor_mcp.cli import COMMANDS
 
-from .conftest import API_KEY, ECHO, Emulator, as_from_a_terminal, closed_port, http_server
+from .support import API_KEY, ECHO, Emulator, as_from_a_terminal, closed_port, http_server
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ECHO, Emulator, call, connect, env_for, error_of, inline
+from .support import ECHO, Emulator, call, connect, env_for, error_of, inline
 
 pytestmark = pytest.mark.anyio
 

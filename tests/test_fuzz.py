@@ -34,7 +34,7 @@ from mcp.shared.exceptions import MCPError
 from refactor_mcp.tools.definitions import GENERIC
 from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
 
-from .conftest import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session, validate
+from .support import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session, validate
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "50"))

@@ -15,7 +15,7 @@ import anyio
 import httpx2
 import pytest
 
-from .conftest import (
+from .support import (
     API_KEY,
     ECHO,
     SLEEP,

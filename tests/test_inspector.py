@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import API_KEY, ECHO, FAIL, RUNNING, Emulator
+from .support import API_KEY, ECHO, FAIL, RUNNING, Emulator
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from mcp.types import Tool
 
-from .conftest import ECHO, FAIL, Emulator, connect, env_for
+from .support import ECHO, FAIL, Emulator, connect, env_for
 from .test_runnables_e2e import RUNNABLES
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import API_KEY, ECHO, FAIL, TOKEN, Emulator, env_for, http_server, npm_installed
+from .support import API_KEY, ECHO, FAIL, TOKEN, Emulator, env_for, http_server, npm_installed
 
 FOLDER = Path(__file__).parent / "node"
 IDS = json.dumps({"echo": ECHO, "fail": FAIL})

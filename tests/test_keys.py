@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from refactor_mcp.config import Settings
 from refactor_mcp.redaction import REDACTED, Redactor, forms, secret_problem
 
-from .conftest import API_KEY, ECHO, FAULT, Emulator, call, env_for, error_of, fault, legacy_session, text_of
+from .support import API_KEY, ECHO, FAULT, Emulator, call, env_for, error_of, fault, legacy_session, text_of
 
 PASTED = [f"{API_KEY}\n", f" {API_KEY}", f"\t{API_KEY} \r\n"]
 """The canary key as a Kubernetes Secret made from a file, an `echo` into an env file, or a sloppy paste give it."""

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import pytest
 
-from .conftest import SLEEP, Emulator, call, closed_port, connect_http, http_server, inline, text_of
+from .support import SLEEP, Emulator, call, closed_port, connect_http, http_server, inline, text_of
 
 pytestmark = pytest.mark.anyio
 

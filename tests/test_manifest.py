@@ -29,7 +29,7 @@ from refactor_mcp import Settings, __version__
 from refactor_mcp.cli import _parser
 from refactor_mcp.server import build_server
 
-from .conftest import API_KEY, Emulator
+from .support import API_KEY, Emulator
 
 pytestmark = pytest.mark.anyio
 

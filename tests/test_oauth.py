@@ -33,7 +33,7 @@ from pydantic import AnyUrl
 
 from refactor_mcp.config import Settings
 
-from .conftest import (
+from .support import (
     API_KEY,
     ECHO,
     TOKEN,

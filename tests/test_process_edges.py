@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Emulator, as_from_a_terminal, env_for
+from .support import Emulator, as_from_a_terminal, env_for
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -28,7 +28,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from .conftest import ECHO, SLEEP, Emulator, HttpServer, call, closed_port, connect_http, http_server, inline, text_of
+from .support import ECHO, SLEEP, Emulator, HttpServer, call, closed_port, connect_http, http_server, inline, text_of
 
 pytestmark = pytest.mark.anyio
 

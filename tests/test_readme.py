@@ -16,7 +16,7 @@ import pytest
 from refactor_mcp import Settings
 from refactor_mcp.tools.definitions import tools_for
 
-from .conftest import API_KEY, ECHO, TOKEN, Emulator, http_server
+from .support import API_KEY, ECHO, TOKEN, Emulator, http_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

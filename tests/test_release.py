@@ -16,7 +16,7 @@ import pytest
 
 from refactor_mcp import __version__
 
-from .conftest import API_KEY, Emulator
+from .support import API_KEY, Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from refactor_mcp import Settings
 from refactor_mcp.tools.definitions import GENERIC
 
-from .conftest import (
+from .support import (
     API_KEY,
     ECHO,
     FAIL,

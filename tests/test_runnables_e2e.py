@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ECHO, WORD_COUNT, Emulator, Session, call, connect, env_for, error_of, inline, text_of
+from .support import ECHO, WORD_COUNT, Emulator, Session, call, connect, env_for, error_of, inline, text_of
 
 pytestmark = pytest.mark.anyio
 

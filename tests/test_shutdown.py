@@ -23,7 +23,7 @@ import httpx2
 import pytest
 from mcp.types import CallToolResult
 
-from .conftest import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline, npm_installed
+from .support import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline, npm_installed
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from .conftest import (
+from .support import (
     API_KEY,
     ECHO,
     FAIL,

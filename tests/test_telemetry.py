@@ -34,7 +34,7 @@ from refactor_mcp.config import Settings
 from refactor_mcp.server import build_server
 from refactor_mcp.telemetry.logs import JsonFormatter
 
-from .conftest import (
+from .support import (
     API_KEY,
     ECHO,
     FAULT,
