@@ -80,9 +80,12 @@ async def in_process(era: str = "legacy", **settings: Any) -> AsyncIterator[tupl
     """The server built in this process and driven by the official client over memory streams, against the
     emulator in process: for tests of tool logic (arguments, schemas, results), which need no transport."""
     api = InProcessApi()
-    configured = Settings(api_key=API_KEY, base_url=api.url, retry_backoff_seconds=0, **settings)
+    given = {"api_key": API_KEY, "base_url": api.url, "retry_backoff_seconds": 0} | settings
+    # Only what the test gives: REFACTOR_* variables of the shell that runs pytest are not read.
+    configured = Settings(_env_prefix="REFACTOR_TEST_UNREAD_", **given)
     server = build_server(configured, transport=api.transport)
     async with Client(server, mode="legacy" if era == "legacy" else "auto") as client:
+        assert era == "legacy" or client.protocol_version == era
         yield client, api
 
 
@@ -378,4 +381,6 @@ class RawStdio:
         self.process.stdin.close()
         status = self.process.wait(timeout=within)
         self._reader.join(timeout=within)
+        if not self._reader.is_alive() and self.process.stdout is not None:  # read to its end: nothing left to keep
+            self.process.stdout.close()
         return status

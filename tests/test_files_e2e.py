@@ -1,4 +1,5 @@
-"""End to end: `text` and `path` resources, the path policy and the size limit, through the real server."""
+"""End to end: `text` and `path` resources, the path policy and the size limit, through the real server in process
+(the official client, the emulator as an ASGI app): tool logic, which needs no stdio process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .support import ECHO, Emulator, call, connect, env_for, error_of, inline
+from .support import ECHO, call, error_of, in_process, inline
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +31,7 @@ def echoed(result: Any) -> list[dict[str, Any]]:
 
 
 async def test_text_and_files_arrive_byte_exact_with_their_mime_types(
-    api: Emulator, dirs: dict[str, Path], tmp_path: Path
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = "Grüße, 世界: plain text with no base64 from the model.\n" * 50
     image = os.urandom(3001)
@@ -39,9 +40,8 @@ async def test_text_and_files_arrive_byte_exact_with_their_mime_types(
     (dirs["data"] / "notes" / "blob.unknownext").write_bytes(b"\x00\x01\x02")
     (tmp_path / "home").mkdir()
     (tmp_path / "home" / "h.json").write_bytes(b'{"a": 1}')
-    env = env_for(
-        api, REFACTOR_ALLOWED_DIRS=f"{dirs['data']}{os.pathsep}{tmp_path / 'home'}", HOME=str(tmp_path / "home")
-    )
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    allowed = f"{dirs['data']}{os.pathsep}{tmp_path / 'home'}"  # as REFACTOR_ALLOWED_DIRS gives it
     arguments = {
         "runnable_id": ECHO,
         "resources": [
@@ -51,7 +51,7 @@ async def test_text_and_files_arrive_byte_exact_with_their_mime_types(
             inline("home", path="~/h.json"),
         ],
     }
-    async with connect("legacy", env) as session:
+    async with in_process(allowed_dirs=allowed) as (session, api):
         result = await call(session, arguments)
     got = {item["name"]: item for item in echoed(result)}
     expected = {
@@ -71,7 +71,7 @@ async def test_text_and_files_arrive_byte_exact_with_their_mime_types(
         assert {"path", "text"}.isdisjoint(entry["resource"]), "the API receives the spec's shape only"
 
 
-async def test_a_50_mb_file_is_streamed_byte_exact(api: Emulator, dirs: dict[str, Path]) -> None:
+async def test_a_50_mb_file_is_streamed_byte_exact(dirs: dict[str, Path]) -> None:
     big = dirs["data"] / "big.pdf"
     digest = hashlib.sha256()
     with big.open("wb") as file:
@@ -79,7 +79,7 @@ async def test_a_50_mb_file_is_streamed_byte_exact(api: Emulator, dirs: dict[str
             block = os.urandom(1024 * 1024)
             digest.update(block)
             file.write(block)
-    async with connect("2026-07-28", env_for(api, REFACTOR_ALLOWED_DIRS=str(dirs["data"]))) as session:
+    async with in_process("2026-07-28", allowed_dirs=[dirs["data"]]) as (session, api):
         result = await call(session, {"runnable_id": ECHO, "resources": [inline("big", path=str(big))]})
     [item] = echoed(result)
     assert (item["size"], item["sha256"], item["mime_type"]) == (
@@ -91,9 +91,9 @@ async def test_a_50_mb_file_is_streamed_byte_exact(api: Emulator, dirs: dict[str
     assert "content-length" in request["headers"], "a streamed body still declares its exact length"
 
 
-async def test_paths_are_refused_when_no_directory_is_allowed(api: Emulator, dirs: dict[str, Path]) -> None:
+async def test_paths_are_refused_when_no_directory_is_allowed(dirs: dict[str, Path]) -> None:
     (dirs["data"] / "a.txt").write_text("a")
-    async with connect("legacy", env_for(api)) as session:
+    async with in_process() as (session, api):
         error = error_of(
             await call(session, {"runnable_id": ECHO, "resources": [inline("a", path=str(dirs["data"] / "a.txt"))]})
         )
@@ -102,9 +102,7 @@ async def test_paths_are_refused_when_no_directory_is_allowed(api: Emulator, dir
     assert api.requests() == []
 
 
-async def test_each_refused_resource_has_its_code_and_sends_nothing(
-    api: Emulator, dirs: dict[str, Path], tmp_path: Path
-) -> None:
+async def test_each_refused_resource_has_its_code_and_sends_nothing(dirs: dict[str, Path]) -> None:
     data = dirs["data"]
     (dirs["secret"] / "key.txt").write_text("secret")
     (dirs["data2"] / "x.txt").write_text("sibling")
@@ -129,8 +127,7 @@ async def test_each_refused_resource_has_its_code_and_sends_nothing(
         ({"content": "data:text/plain;base64,not base64!"}, "invalid_input", "must be a data URI"),
         ({"path": str(data / "ok.txt"), "text": "both"}, "invalid_input", "exactly one of"),
     ]
-    env = env_for(api, REFACTOR_ALLOWED_DIRS=str(data), REFACTOR_MAX_RESOURCE_BYTES="1000")
-    async with connect("legacy", env) as session:
+    async with in_process(allowed_dirs=[data], max_resource_bytes=1000) as (session, api):
         for source, code, phrase in cases:
             arguments = {
                 "runnable_id": ECHO,

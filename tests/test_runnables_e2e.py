@@ -1,16 +1,16 @@
-"""End to end: named runnable tools from a TOML file, bad files refused at start-up, and the text cap."""
+"""End to end: named runnable tools from a TOML file, bad files refused at start-up, and the text cap. The tools run
+in process (the official client, the emulator as an ASGI app); the refusals at start-up are a stdio process's."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from .support import ECHO, WORD_COUNT, Emulator, Session, call, connect, env_for, error_of, inline, text_of
+from .support import ECHO, WORD_COUNT, Emulator, call, env_for, error_of, in_process, inline, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -38,23 +38,16 @@ description = "The text whose words to count."
 """
 
 
-@pytest.fixture(scope="module")
-def runnables_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("runnables") / "runnables.toml"
+@pytest.fixture
+def runnables_file(tmp_path: Path) -> Path:
+    path = tmp_path / "runnables.toml"
     path.write_text(RUNNABLES)
     return path
 
 
-@pytest.fixture(scope="module")
-async def shared(emulator_process: Emulator, runnables_file: Path) -> AsyncIterator[Session]:
-    """A server with RUNNABLES, shared by the tests that need no other settings (a start costs more CPU than a
-    test's calls); the tests that read the request log take `api`, which empties it."""
-    async with connect("legacy", env_for(emulator_process, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
-        yield session
-
-
-async def test_two_runnables_become_two_tools_with_their_schemas(shared: Session) -> None:
-    tools = {tool.name: tool for tool in (await shared.list_tools()).tools}
+async def test_two_runnables_become_two_tools_with_their_schemas(runnables_file: Path) -> None:
+    async with in_process(runnables_file=runnables_file) as (session, _):
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
     assert list(tools) == ["run_runnable", "summarize_contract", "count-words"]
     summarize = tools["summarize_contract"].input_schema
     assert sorted(summarize["properties"]) == ["contract", "resources"], "id, timeout and telemetry are fixed"
@@ -72,8 +65,8 @@ async def test_two_runnables_become_two_tools_with_their_schemas(shared: Session
     assert tools["summarize_contract"].description.startswith("Summarize a contract PDF into key terms.")
 
 
-async def test_calling_a_named_tool_sends_its_id_defaults_and_resources(api: Emulator, runnables_file: Path) -> None:
-    async with connect("2026-07-28", env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file))) as session:
+async def test_calling_a_named_tool_sends_its_id_defaults_and_resources(runnables_file: Path) -> None:
+    async with in_process("2026-07-28", runnables_file=runnables_file) as (session, api):
         result = await call(
             session,
             {
@@ -100,20 +93,20 @@ async def test_calling_a_named_tool_sends_its_id_defaults_and_resources(api: Emu
     assert second["body"]["telemetry_strategy"] == "default"
 
 
-async def test_a_missing_required_input_is_named(api: Emulator, shared: Session) -> None:
-    error = error_of(await call(shared, {"timeout_seconds": 5}, name="summarize_contract"))
+async def test_a_missing_required_input_is_named(runnables_file: Path) -> None:
+    async with in_process(runnables_file=runnables_file) as (session, api):
+        error = error_of(await call(session, {"timeout_seconds": 5}, name="summarize_contract"))
     assert error["code"] == "invalid_input"
     assert "contract: is required" in error["message"]
     assert "timeout_seconds: is not a field" in error["message"], "a fixed field cannot be overridden"
     assert api.requests() == []
 
 
-async def test_errors_name_the_named_tools_own_arguments(api: Emulator, runnables_file: Path, tmp_path: Path) -> None:
+async def test_errors_name_the_named_tools_own_arguments(runnables_file: Path, tmp_path: Path) -> None:
     outside = {"name": "c", "directory_path": "/", "path": str(tmp_path / "elsewhere" / "c.txt")}
     allowed = tmp_path / "allowed"
     allowed.mkdir()
-    env = env_for(api, REFACTOR_RUNNABLES_FILE=str(runnables_file), REFACTOR_ALLOWED_DIRS=str(allowed))
-    async with connect("legacy", env) as session:
+    async with in_process(runnables_file=runnables_file, allowed_dirs=[allowed]) as (session, api):
         plain = error_of(await call(session, {"contract": "the contract"}, name="summarize_contract"))
         number = error_of(await call(session, {"document": 5}, name="count-words"))
         path = error_of(await call(session, {"contract": outside}, name="summarize_contract"))
@@ -130,11 +123,14 @@ async def test_errors_name_the_named_tools_own_arguments(api: Emulator, runnable
     assert api.requests() == []
 
 
-async def test_a_named_tools_numbers_have_the_generic_tools_ranges(api: Emulator, shared: Session) -> None:
+async def test_a_named_tools_numbers_have_the_generic_tools_ranges(runnables_file: Path) -> None:
     document = {"name": "d", "directory_path": "/", "uri": "https://example.invalid/d", "metadata": {"n": 2**53}}
-    tools = {tool.name: tool for tool in (await shared.list_tools()).tools}
-    timeout = await call(shared, {"document": {**document, "metadata": {}}, "timeout_seconds": 2**31}, "count-words")
-    metadata = await call(shared, {"document": document}, "count-words")
+    async with in_process(runnables_file=runnables_file) as (session, api):
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        timeout = await call(
+            session, {"document": {**document, "metadata": {}}, "timeout_seconds": 2**31}, "count-words"
+        )
+        metadata = await call(session, {"document": document}, "count-words")
     schema = tools["count-words"].input_schema["properties"]["timeout_seconds"]
     assert (schema["minimum"], schema["maximum"]) == (-(2**31), 2**31 - 1)
     assert error_of(timeout)["details"]["problems"][0]["field"] == "timeout_seconds"
@@ -142,10 +138,10 @@ async def test_a_named_tools_numbers_have_the_generic_tools_ranges(api: Emulator
     assert api.requests() == []
 
 
-async def test_the_file_can_turn_the_generic_tool_off(api: Emulator, tmp_path: Path) -> None:
+async def test_the_file_can_turn_the_generic_tool_off(tmp_path: Path) -> None:
     path = tmp_path / "only.toml"
     path.write_text(RUNNABLES.replace("expose_generic = true", "expose_generic = false"))
-    async with connect("legacy", env_for(api, REFACTOR_RUNNABLES_FILE=str(path))) as session:
+    async with in_process(runnables_file=path) as (session, _):
         names = [tool.name for tool in (await session.list_tools()).tools]
     assert names == ["summarize_contract", "count-words"]
 
@@ -180,6 +176,7 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("content", "message"), BAD_FILES)
 def test_a_bad_file_stops_start_up_naming_the_entry(api: Emulator, tmp_path: Path, content: str, message: str) -> None:
+    """A real process: what is at stake is its exit status, its stderr and a stdout left empty."""
     path = tmp_path / "bad.toml"
     path.write_bytes(content.encode("utf-8", "surrogateescape"))  # a lone surrogate writes a byte that is not UTF-8
     started = subprocess.run(
@@ -196,10 +193,10 @@ def test_a_bad_file_stops_start_up_naming_the_entry(api: Emulator, tmp_path: Pat
     assert started.stdout == ""
 
 
-async def test_long_text_is_capped_and_structured_content_stays_whole(api: Emulator) -> None:
+async def test_long_text_is_capped_and_structured_content_stays_whole() -> None:
     long_value = "x" * 5000
     arguments = {"runnable_id": ECHO, "resources": [inline("r", text="t", metadata={"long": long_value})]}
-    async with connect("legacy", env_for(api, REFACTOR_MAX_TEXT_CHARS="1000")) as session:
+    async with in_process(max_text_chars=1000) as (session, _):
         result = await call(session, arguments)
     text = text_of(result)
     assert text.startswith("Run ")

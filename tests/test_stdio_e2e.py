@@ -1,4 +1,6 @@
-"""End to end: the real server as a stdio subprocess, the official client, the emulator over loopback HTTP."""
+"""End to end: the real server and the official client. Tool logic runs in process (the emulator as an ASGI app);
+a stdio subprocess and the emulator over loopback HTTP remain where the process is the point: its environment, its
+stderr, a real socket."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import base64
 import hashlib
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -19,13 +21,13 @@ from .support import (
     SLEEP,
     WORD_COUNT,
     Emulator,
-    Session,
     call,
     closed_port,
     connect,
     env_for,
     error_of,
     fault,
+    in_process,
     inline,
     legacy_session,
     text_of,
@@ -36,24 +38,14 @@ pytestmark = pytest.mark.anyio
 ERAS = ["legacy", "2026-07-28"]
 
 
-@pytest.fixture(scope="module")
-async def servers(emulator_process: Emulator) -> AsyncIterator[dict[str, Session]]:
-    """A server in each era with the default settings, shared by the tests that need no other (a start costs
-    more CPU than a test's calls); the tests that read the request log take `api`, which empties it."""
-    async with (
-        connect("legacy", env_for(emulator_process)) as legacy,
-        connect("2026-07-28", env_for(emulator_process)) as modern,
-    ):
-        yield {"legacy": legacy, "2026-07-28": modern}
-
-
 def data_uri(data: bytes, mime: str = "text/plain") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_lists_run_runnable_with_self_contained_schemas(servers: dict[str, Session], era: str) -> None:
-    tools = (await servers[era].list_tools()).tools
+async def test_lists_run_runnable_with_self_contained_schemas(era: str) -> None:
+    async with in_process(era) as (session, _):
+        tools = (await session.list_tools()).tools
     assert [tool.name for tool in tools] == ["run_runnable"]
     tool = tools[0]
     listed = json.dumps([tool.input_schema, tool.output_schema])
@@ -66,9 +58,7 @@ async def test_lists_run_runnable_with_self_contained_schemas(servers: dict[str,
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_completed_run_returns_the_runstate_as_received(
-    api: Emulator, servers: dict[str, Session], era: str
-) -> None:
+async def test_completed_run_returns_the_runstate_as_received(era: str) -> None:
     payload = b"\x00\x01binary\xff" * 100
     arguments = {
         "runnable_id": ECHO,
@@ -79,7 +69,8 @@ async def test_completed_run_returns_the_runstate_as_received(
         ],
         "timeout_seconds": 30,
     }
-    result = await call(servers[era], arguments)
+    async with in_process(era) as (session, api):
+        result = await call(session, arguments)
 
     assert result.is_error is False
     state = result.structured_content
@@ -110,8 +101,9 @@ async def test_completed_run_returns_the_runstate_as_received(
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_failed_run_is_an_error_result_with_the_runs_error(servers: dict[str, Session], era: str) -> None:
-    result = await call(servers[era], {"runnable_id": FAIL})
+async def test_failed_run_is_an_error_result_with_the_runs_error(era: str) -> None:
+    async with in_process(era) as (session, _):
+        result = await call(session, {"runnable_id": FAIL})
     assert result.is_error is True
     state = result.structured_content
     assert state is not None
@@ -120,16 +112,18 @@ async def test_failed_run_is_an_error_result_with_the_runs_error(servers: dict[s
     assert "sample_failure" in text_of(result)
 
 
-async def test_word_count_reads_text_resources(servers: dict[str, Session]) -> None:
+async def test_word_count_reads_text_resources() -> None:
     arguments = {"runnable_id": WORD_COUNT, "resources": [inline("t", data_uri(b"one two three"))]}
-    result = await call(servers["legacy"], arguments)
+    async with in_process() as (session, _):
+        result = await call(session, arguments)
     assert result.is_error is False
     assert result.structured_content is not None
     assert result.structured_content["result"]["outputs"]["total_words"] == 3
 
 
-async def test_unfinished_run_is_not_an_error_and_says_so(servers: dict[str, Session]) -> None:
-    result = await call(servers["legacy"], {"runnable_id": RUNNING})
+async def test_unfinished_run_is_not_an_error_and_says_so() -> None:
+    async with in_process() as (session, _):
+        result = await call(session, {"runnable_id": RUNNING})
     assert result.is_error is False
     state = result.structured_content
     assert state is not None
@@ -140,6 +134,7 @@ async def test_unfinished_run_is_not_an_error_and_says_so(servers: dict[str, Ses
 
 @pytest.mark.parametrize("key", [None, "${user_config.api_key}"])
 async def test_missing_api_key_lists_tools_and_explains_how_to_set_it(api: Emulator, key: str | None) -> None:
+    """Over stdio: the key as a process's environment leaves it, unset or Claude Desktop's placeholder."""
     env = {"REFACTOR_BASE_URL": api.url} | ({"REFACTOR_API_KEY": key} if key else {})
     async with connect("legacy", env) as session:
         assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
@@ -149,7 +144,7 @@ async def test_missing_api_key_lists_tools_and_explains_how_to_set_it(api: Emula
     assert api.requests() == []
 
 
-BAD_ARGUMENTS = [
+BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"runnable_id": "not-a-uuid"}, "runnable_id"),
     ({"runnable_id": f" {ECHO}"}, "runnable_id"),
     ({"runnable_id": f"{ECHO}\n"}, "runnable_id"),
@@ -170,33 +165,46 @@ BAD_ARGUMENTS = [
 ]
 
 
-async def test_invalid_arguments_name_the_field_and_send_nothing(api: Emulator, servers: dict[str, Session]) -> None:
-    for arguments, field in BAD_ARGUMENTS:
-        error = error_of(await call(servers["legacy"], arguments))
-        assert error["code"] == "invalid_input", arguments
-        assert field in error["message"], (field, error["message"])
-        assert any(field in problem["field"] for problem in error["details"]["problems"]), error["details"]
+async def test_invalid_arguments_name_the_field_and_send_nothing() -> None:
+    async with in_process() as (session, api):
+        for arguments, field in BAD_ARGUMENTS:
+            error = error_of(await call(session, arguments))
+            assert error["code"] == "invalid_input", arguments
+            assert field in error["message"], (field, error["message"])
+            assert any(field in problem["field"] for problem in error["details"]["problems"]), error["details"]
     assert api.requests() == [], "no request reaches the API for invalid arguments"
 
 
 @pytest.mark.parametrize("era", ERAS)
-async def test_every_request_failure_has_its_code(api: Emulator, era: str) -> None:
+async def test_every_request_failure_has_its_code(era: str) -> None:
     unknown = "11111111-2222-4333-8444-555555555555"
-    api_env = env_for(api, REFACTOR_MAX_RETRIES="0")  # retries have their own tests
-    cases = [
+    cases: list[tuple[dict[str, Any], str, int]] = [
+        ({"runnable_id": unknown}, "not_found", 404),
+        ({"runnable_id": WORD_COUNT}, "invalid_input", 422),
+        ({"runnable_id": FAULT, "resources": fault(f"{era}429", status=429)}, "rate_limited", 429),
+        ({"runnable_id": FAULT, "resources": fault(f"{era}500", status=500)}, "upstream_error", 500),
+        ({"runnable_id": FAULT, "resources": fault(f"{era}502", status=502)}, "upstream_error", 502),
+        ({"runnable_id": FAULT, "resources": fault("h", mode="not_json")}, "bad_response", 200),
+        ({"runnable_id": FAULT, "resources": fault("j", mode="not_runstate")}, "bad_response", 200),
+    ]
+    async with in_process(era, max_retries=0) as (session, _):  # retries have their own tests
+        for arguments, code, http_status in cases:
+            error = error_of(await call(session, arguments))
+            assert (error["code"], error["http_status"]) == (code, http_status), error
+            assert error["message"], code
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_wrong_key_no_connection_and_a_read_timeout_have_their_codes(api: Emulator, era: str) -> None:
+    """Over stdio: the in-process seam fixes the API key and the base URL, and its ASGI transport has no socket to
+    refuse a connection nor a read timeout."""
+    cases: list[tuple[dict[str, str], dict[str, Any], str, int | None]] = [
         (
             env_for(api, REFACTOR_API_KEY="wrong-key", REFACTOR_MAX_RETRIES="0"),
             {"runnable_id": ECHO},
             "unauthorized",
             401,
         ),
-        (api_env, {"runnable_id": unknown}, "not_found", 404),
-        (api_env, {"runnable_id": WORD_COUNT}, "invalid_input", 422),
-        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}429", status=429)}, "rate_limited", 429),
-        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}500", status=500)}, "upstream_error", 500),
-        (api_env, {"runnable_id": FAULT, "resources": fault(f"{era}502", status=502)}, "upstream_error", 502),
-        (api_env, {"runnable_id": FAULT, "resources": fault("h", mode="not_json")}, "bad_response", 200),
-        (api_env, {"runnable_id": FAULT, "resources": fault("j", mode="not_runstate")}, "bad_response", 200),
         (
             env_for(api, REFACTOR_BASE_URL=f"http://127.0.0.1:{closed_port()}"),
             {"runnable_id": ECHO},
@@ -210,21 +218,21 @@ async def test_every_request_failure_has_its_code(api: Emulator, era: str) -> No
             None,
         ),
     ]
-    # One server for each configuration: the cases that share one share a server, as a client's calls would.
-    for env in {json.dumps(env, sort_keys=True): env for env, *_ in cases}.values():
+    for env, arguments, code, http_status in cases:
         async with connect(era, env) as session:
-            for arguments, code, http_status in [(args, code, status) for e, args, code, status in cases if e == env]:
-                error = error_of(await call(session, arguments))
-                assert (error["code"], error["http_status"]) == (code, http_status), error
-                assert error["message"], code
+            error = error_of(await call(session, arguments))
+        assert (error["code"], error["http_status"]) == (code, http_status), error
+        assert error["message"], code
 
 
-async def test_api_message_is_kept_for_invalid_input(servers: dict[str, Session]) -> None:
-    error = error_of(await call(servers["legacy"], {"runnable_id": WORD_COUNT}))
+async def test_api_message_is_kept_for_invalid_input() -> None:
+    async with in_process() as (session, _):
+        error = error_of(await call(session, {"runnable_id": WORD_COUNT}))
     assert "needs at least one text/* resource" in error["message"]
 
 
 async def test_api_key_echoed_by_the_api_is_redacted_from_results_and_logs(api: Emulator) -> None:
+    """Over stdio: the logs are those the CLI writes to stderr, through its redacting formatter."""
     with tempfile.TemporaryFile("w+") as errlog:
         async with legacy_session(env_for(api, REFACTOR_LOG_LEVEL="DEBUG"), errlog=errlog) as session:
             error = error_of(await call(session, {"runnable_id": FAULT, "resources": fault("k", mode="echo_key")}))
