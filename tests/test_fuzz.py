@@ -12,14 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from functools import partial
-from typing import Any, BinaryIO
+from itertools import takewhile
+from typing import Any
 
 import anyio.from_thread
 import httpx2
@@ -34,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from refactor_mcp.tools.definitions import GENERIC
 from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
 
-from .support import API_KEY, ECHO, TOKEN, Emulator, env_for, http_server, legacy_session, validate
+from .support import API_KEY, ECHO, TOKEN, Emulator, RawStdio, env_for, http_server, legacy_session, validate
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "50"))
@@ -181,85 +177,34 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 JS_SAFE = 2**53 - 1
 
 
-class RawServer:
-    """The real server over stdio, spoken to in JSON-RPC lines written by hand; a thread reads its answers."""
-
-    def __init__(self, env: dict[str, str], errors: BinaryIO) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "refactor_mcp"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            env={**os.environ, **env},
-        )
-        self.answers: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.last_id = 0
-        self.unmatched: list[dict[str, Any]] = []
-        """Messages read while waiting for another answer."""
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.answers.put(json.loads(line))
-
-    def send(self, method: str, params: str) -> int:
-        """Write one request whose params are raw JSON text; return its id."""
-        assert self.process.stdin is not None
-        self.last_id += 1
-        line = f'{{"jsonrpc":"2.0","id":{self.last_id},"method":"{method}","params":{params}}}\n'
-        self.process.stdin.write(line.encode())
-        self.process.stdin.flush()
-        return self.last_id
-
-    def answer(self, request_id: int, within: float = 20) -> dict[str, Any]:
-        """The answer to a request; fails if none comes within `within` seconds."""
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                message = self.answers.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no answer to request {request_id} within {within} s") from None
-            if message.get("id") == request_id:
-                return message
-            self.unmatched.append(message)
-
-    def call(self, arguments: str) -> dict[str, Any]:
-        """tools/call of run_runnable with raw JSON arguments; the tool result, checked as `check` checks it."""
-        answer = self.answer(self.send("tools/call", call_params(arguments)))
-        assert "result" in answer, f"a JSON-RPC error, not a tool result: {answer}"
-        result: dict[str, Any] = answer["result"]
-        dumped = json.dumps(result)
-        assert "Traceback" not in dumped
-        assert API_KEY not in dumped
-        validate(result["structuredContent"], OUTPUT_SCHEMA)
-        return result
+def call_raw(raw: RawStdio, arguments: str) -> dict[str, Any]:
+    """tools/call of run_runnable with raw JSON arguments; the tool result, checked as `check` checks it."""
+    answer = raw.answer(raw.send("tools/call", call_params(arguments)))
+    assert "result" in answer, f"a JSON-RPC error, not a tool result: {answer}"
+    result: dict[str, Any] = answer["result"]
+    dumped = json.dumps(result)
+    assert "Traceback" not in dumped
+    assert API_KEY not in dumped
+    validate(result["structuredContent"], OUTPUT_SCHEMA)
+    return result
 
 
 @pytest.fixture(scope="module")
-def raw(emulator_process: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
+def raw(emulator_process: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawStdio]:
+    """One server for the module's raw lines; its stderr is kept in a file, to check for a traceback at the end."""
     errors = tmp_path_factory.mktemp("raw") / "stderr.txt"
     with errors.open("wb") as stderr:
-        server = RawServer(env_for(emulator_process), stderr)
-        initialize = '{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}'
-        assert "result" in server.answer(server.send("initialize", initialize))
-        assert server.process.stdin is not None
-        server.process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-        server.process.stdin.flush()
+        server = RawStdio(env=env_for(emulator_process), stderr=stderr)
+        assert "result" in server.initialize()
         yield server
-        server.process.stdin.close()
-        server.process.wait(timeout=10)
-        server.reader.join(timeout=10)
-        assert server.process.stdout is not None
-        server.process.stdout.close()
+        server.close()
     assert "Traceback" not in errors.read_text(), errors.read_text()
 
 
-def refused_field(raw: RawServer, api: Emulator, arguments: str) -> list[str]:
+def refused_field(raw: RawStdio, api: Emulator, arguments: str) -> list[str]:
     """The fields an invalid_input result names, after checking that nothing went upstream."""
     before = len(api.requests())
-    result = raw.call(arguments)
+    result = call_raw(raw, arguments)
     assert result["isError"], result
     error = result["structuredContent"]["error"]
     assert error["code"] == "invalid_input", error
@@ -267,10 +212,10 @@ def refused_field(raw: RawServer, api: Emulator, arguments: str) -> list[str]:
     return [problem["field"] for problem in error["details"]["problems"]]
 
 
-def sent_upstream(raw: RawServer, api: Emulator, arguments: str) -> dict[str, Any]:
+def sent_upstream(raw: RawStdio, api: Emulator, arguments: str) -> dict[str, Any]:
     """The body the API received for a call that must succeed."""
     before = len(api.requests())
-    result = raw.call(arguments)
+    result = call_raw(raw, arguments)
     assert not result["isError"], result
     requests = api.requests()
     assert len(requests) == before + 1
@@ -308,13 +253,13 @@ def with_metadata(raw_metadata: str) -> str:
         "-Infinity",
     ],
 )
-def test_timeout_seconds_outside_int32_is_invalid_input(raw: RawServer, api: Emulator, number: str) -> None:
+def test_timeout_seconds_outside_int32_is_invalid_input(raw: RawStdio, api: Emulator, number: str) -> None:
     assert refused_field(raw, api, with_timeout(number)) == ["timeout_seconds"]
 
 
 @pytest.mark.parametrize(("number", "sent"), [("-0", 0), (str(INT32_MAX), INT32_MAX), (str(INT32_MIN), INT32_MIN)])
 def test_timeout_seconds_at_the_edges_of_int32_is_sent_as_given(
-    raw: RawServer, api: Emulator, number: str, sent: int
+    raw: RawStdio, api: Emulator, number: str, sent: int
 ) -> None:
     assert sent_upstream(raw, api, with_timeout(number))["timeout_seconds"] == sent
 
@@ -334,7 +279,7 @@ def test_timeout_seconds_at_the_edges_of_int32_is_sent_as_given(
     ],
 )
 def test_metadata_numbers_json_cannot_carry_exactly_are_invalid_input(
-    raw: RawServer, api: Emulator, metadata: str, field: str
+    raw: RawStdio, api: Emulator, metadata: str, field: str
 ) -> None:
     assert refused_field(raw, api, with_metadata(metadata)) == [f"resources[0].resource.metadata.{field}"]
 
@@ -344,7 +289,7 @@ def test_metadata_numbers_json_cannot_carry_exactly_are_invalid_input(
     [("1e308", 1e308), ("-0.0", -0.0), ("-0", 0), (str(JS_SAFE), JS_SAFE), (str(-JS_SAFE), -JS_SAFE), ("true", True)],
 )
 def test_metadata_numbers_inside_the_range_are_sent_as_given(
-    raw: RawServer, api: Emulator, metadata: str, sent: Any
+    raw: RawStdio, api: Emulator, metadata: str, sent: Any
 ) -> None:
     body = sent_upstream(raw, api, with_metadata(f'{{"x":{metadata}}}'))
     received = body["resources"][0]["resource"]["metadata"]["x"]
@@ -353,16 +298,18 @@ def test_metadata_numbers_inside_the_range_are_sent_as_given(
         assert math.copysign(1, received) == math.copysign(1, sent), "the sign of zero is kept"
 
 
-def test_an_integer_past_the_parsers_limit_gets_only_a_parse_error_without_id(raw: RawServer) -> None:
+def test_an_integer_past_the_parsers_limit_gets_only_a_parse_error_without_id(raw: RawStdio) -> None:
     """Pins a limit outside our code: the SDK's JSON parser (pydantic-core) reads integers of at most 4,300 digits,
     Python's own int-to-str limit, and refuses a longer one as "number out of range". The request's id is never
     read, so no answer can bear it: over stdio the caller gets a parse error with a null id (refactor_mcp.server.stdio),
     which clients cannot match to the call (the Python client waits for its read timeout, by default forever).
     Over HTTP the SDK answers 400, tested below. The server keeps serving."""
-    raw.unmatched.clear()
+    seen = len(raw.lines)
     raw.send("tools/call", call_params(with_timeout("9" * 4301)))
-    assert "result" in raw.answer(raw.send("ping", "{}"))
-    assert [(message["id"], message["error"]["code"]) for message in raw.unmatched] == [(None, -32700)]
+    ping = raw.send("ping")
+    assert "result" in raw.answer(ping)
+    before_the_pong = takewhile(lambda message: message.get("id") != ping, map(json.loads, raw.lines[seen:]))
+    assert [(message["id"], message["error"]["code"]) for message in before_the_pong] == [(None, -32700)]
 
 
 @pytest.mark.parametrize("metadata", [{"n": 1}, {"n": JS_SAFE + 1}])

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,8 +20,6 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
-from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import ValidationError
 
 from refactor_mcp import Settings
@@ -31,9 +30,9 @@ from .support import (
     ECHO,
     FAIL,
     FAULT,
-    SLEEP,
     TOKEN,
     Emulator,
+    RawStdio,
     Session,
     call,
     closed_port,
@@ -44,6 +43,7 @@ from .support import (
     fault,
     http_server,
     inline,
+    sleep_for,
 )
 
 pytestmark = pytest.mark.anyio
@@ -59,70 +59,11 @@ async def shared(emulator_process: Emulator) -> AsyncIterator[Session]:
         yield session
 
 
-class RawServer:
-    """refactor-mcp over stdio, spoken to line by line; keeps every byte of stdout and stderr."""
-
-    def __init__(self, process: Process) -> None:
-        self.process = process
-        assert process.stdout is not None
-        self.stdout = BufferedByteReceiveStream(process.stdout)
-        self.lines: list[bytes] = []
-        self.next_id = 0
-
-    async def send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send((json.dumps({"jsonrpc": "2.0", **message}) + "\n").encode())
-
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.next_id += 1
-        await self.send({"id": self.next_id, "method": method, "params": params or {}})
-        with anyio.fail_after(60):
-            while True:
-                line = await self.stdout.receive_until(b"\n", 64 * MIB)
-                self.lines.append(line)
-                message: dict[str, Any] = json.loads(line)
-                if message.get("id") == self.next_id:
-                    return message
-
-    async def call(self, arguments: dict[str, Any], name: str = "run_runnable") -> dict[str, Any]:
-        answer = await self.request("tools/call", {"name": name, "arguments": arguments})
-        result: dict[str, Any] = answer["result"]
-        return result
-
-    def pid(self) -> int:
-        return self.process.pid
-
-
-async def start_raw(env: dict[str, str]) -> tuple[RawServer, Path]:
-    errlog = Path(os.environ.get("TMPDIR", "/tmp")) / f"refactor-mcp-stderr-{os.getpid()}-{id(env)}.log"
-    process = await anyio.open_process(
-        [sys.executable, "-m", "refactor_mcp"],
-        env={"PATH": os.environ.get("PATH", ""), **env},
-        stderr=errlog.open("wb"),
-    )
-    server = RawServer(process)
-    await server.request(
-        "initialize",
-        {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-    )
-    await server.send({"method": "notifications/initialized"})
-    return server, errlog
-
-
-async def stop_raw(server: RawServer) -> bytes:
-    """Close stdin, let the server end, and return what it still wrote to stdout."""
-    assert server.process.stdin is not None
-    await server.process.stdin.aclose()
-    rest = b""
-    with anyio.move_on_after(10):
-        try:
-            while True:
-                rest += await server.stdout.receive(65536)
-        except anyio.EndOfStream:
-            pass
-    with anyio.move_on_after(10):
-        await server.process.wait()
-    return rest
+def call_raw(server: RawStdio, arguments: dict[str, Any]) -> dict[str, Any]:
+    """tools/call of run_runnable in a hand-written line; the tool result."""
+    answer = server.answer(server.send("tools/call", {"name": "run_runnable", "arguments": arguments}))
+    result: dict[str, Any] = answer["result"]
+    return result
 
 
 def assert_only_jsonrpc(lines: list[bytes]) -> None:
@@ -183,38 +124,36 @@ async def test_a_redirect_is_never_followed(api: Emulator, shared: Session) -> N
 # -- the canary key and stdio purity ----------------------------------------------------------------------------
 
 
-async def test_the_key_appears_nowhere_on_any_path_and_stdout_is_only_jsonrpc(api: Emulator) -> None:
-    env = env_for(api, REFACTOR_LOG_LEVEL="DEBUG", REFACTOR_RETRY_BACKOFF_SECONDS="0.01")
-    server, errlog = await start_raw(env)
-    await server.request("tools/list")
+def test_the_key_appears_nowhere_on_any_path_and_stdout_is_only_jsonrpc(api: Emulator, tmp_path: Path) -> None:
+    # The retries are pinned, not inherited from the environment: the results below depend on them.
+    env = env_for(api, REFACTOR_LOG_LEVEL="DEBUG", REFACTOR_RETRY_BACKOFF_SECONDS="0.01", REFACTOR_MAX_RETRIES="2")
+    errlog = tmp_path / "stderr.log"
+    with errlog.open("wb") as stderr:  # the server writes to its own copy of the descriptor
+        server = RawStdio(env=env, stderr=stderr)
+    server.initialize()
+    server.answer(server.send("tools/list"))
     results = [
-        await server.call({"runnable_id": ECHO, "resources": [inline("t", text="hello")]}),
-        await server.call({"runnable_id": FAIL}),
-        await server.call({"runnable_id": "not-a-uuid"}),
-        await server.call({"runnable_id": "11111111-2222-4333-8444-555555555555"}),
-        await server.call({"runnable_id": FAULT, "resources": fault("c1", mode="echo_key")}),
-        await server.call({"runnable_id": FAULT, "resources": fault("c2", status=503, times=1)}),
-        await server.call({"runnable_id": FAULT, "resources": fault("c3", status=500)}),
-        await server.call({"runnable_id": FAULT, "resources": fault("c4", mode="not_json")}),
-        await server.call({"runnable_id": FAULT, "resources": fault("c5", mode="redirect", location="http://x.test/")}),
+        call_raw(server, {"runnable_id": ECHO, "resources": [inline("t", text="hello")]}),
+        call_raw(server, {"runnable_id": FAIL}),
+        call_raw(server, {"runnable_id": "not-a-uuid"}),
+        call_raw(server, {"runnable_id": "11111111-2222-4333-8444-555555555555"}),
+        call_raw(server, {"runnable_id": FAULT, "resources": fault("c1", mode="echo_key")}),
+        call_raw(server, {"runnable_id": FAULT, "resources": fault("c2", status=503, times=1)}),
+        call_raw(server, {"runnable_id": FAULT, "resources": fault("c3", status=500)}),
+        call_raw(server, {"runnable_id": FAULT, "resources": fault("c4", mode="not_json")}),
+        call_raw(server, {"runnable_id": FAULT, "resources": fault("c5", mode="redirect", location="http://x.test/")}),
     ]
     # Cancellation: a slow call, cancelled; the server answers nothing for it and keeps serving.
-    server.next_id += 1
-    slow = {"runnable_id": SLEEP, "resources": [inline("d", uri="x:d", metadata={"seconds": 10})]}
-    await server.send(
-        {"id": server.next_id, "method": "tools/call", "params": {"name": "run_runnable", "arguments": slow}}
-    )
-    await anyio.sleep(0.5)
-    await server.send({"method": "notifications/cancelled", "params": {"requestId": server.next_id}})
-    results.append(await server.call({"runnable_id": ECHO}))
-    rest = await stop_raw(server)
-    server.lines += [line for line in rest.split(b"\n") if line.strip()]
+    slow = server.send("tools/call", {"name": "run_runnable", "arguments": sleep_for(10)})
+    time.sleep(0.5)
+    server.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": slow}}))
+    results.append(call_raw(server, {"runnable_id": ECHO}))
+    server.close()
     stderr = errlog.read_bytes()
-    errlog.unlink()
 
     assert [r["isError"] for r in results] == [False, True, True, True, True, False, True, True, True, False]
     assert_only_jsonrpc(server.lines)
-    everything = b"\n".join(server.lines) + stderr
+    everything = b"".join(server.lines) + stderr
     assert API_KEY.encode() not in everything
     assert b"DEBUG" in stderr, "debug logging was on"
     assert b"retry 1 of" in stderr, "the retry path ran"
@@ -254,17 +193,17 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 @pytest.mark.slow(15)
-async def test_a_thousand_calls_leak_neither_memory_nor_descriptors(api: Emulator) -> None:
-    server, errlog = await start_raw(env_for(api))
+def test_a_thousand_calls_leak_neither_memory_nor_descriptors(api: Emulator) -> None:
+    server = RawStdio(env=env_for(api), stderr=subprocess.DEVNULL)
+    server.initialize()
     arguments = {"runnable_id": ECHO, "resources": [inline("t", text="some text " * 50)]}
     for _ in range(100):  # warm-up: imports, the connection pool, caches
-        await server.call(arguments)
-    rss_before, fds_before = rss_and_fds(server.pid())
+        call_raw(server, arguments)
+    rss_before, fds_before = rss_and_fds(server.process.pid)
     for _ in range(1000):
-        assert (await server.call(arguments))["isError"] is False
-    rss_after, fds_after = rss_and_fds(server.pid())
-    await stop_raw(server)
-    errlog.unlink()
+        assert call_raw(server, arguments)["isError"] is False
+    rss_after, fds_after = rss_and_fds(server.process.pid)
+    server.close()
     growth = (rss_after - rss_before) / rss_before
     print(
         f"\n1000 calls: RSS {rss_before / MIB:.1f} -> {rss_after / MIB:.1f} MiB ({growth:+.1%}), "
