@@ -18,7 +18,7 @@ import pytest
 from .support import (
     API_KEY,
     ECHO,
-    SLEEP,
+    INITIALIZE,
     TOKEN,
     WORD_COUNT,
     Emulator,
@@ -29,16 +29,11 @@ from .support import (
     error_of,
     http_server,
     inline,
+    sleep_for,
 )
 
 pytestmark = pytest.mark.anyio
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -155,6 +150,20 @@ async def test_two_stateless_workers_serve_200_concurrent_calls(api: Emulator) -
     assert sorted(r["body"]["timeout_seconds"] for r in api.requests()) == list(range(1, 201)), "none lost"
 
 
+IN_FLIGHT_RUN = 3
+"""Seconds of the call in flight at SIGTERM: time for the listener to close and be seen closed while it runs."""
+
+
+async def refused(port: int) -> bool:
+    """Whether a new connection to `port` on loopback is refused."""
+    try:
+        connection = await anyio.connect_tcp("127.0.0.1", port)
+    except OSError:
+        return True
+    await connection.aclose()
+    return False
+
+
 async def test_sigterm_without_a_drain_refuses_new_connections_and_lets_the_call_in_flight_finish(
     api: Emulator,
 ) -> None:
@@ -164,25 +173,27 @@ async def test_sigterm_without_a_drain_refuses_new_connections_and_lets_the_call
         "jsonrpc": "2.0",
         "id": 7,
         "method": "tools/call",
-        "params": {
-            "name": "run_runnable",
-            "arguments": {"runnable_id": SLEEP, "resources": [inline("d", uri="x:d", metadata={"seconds": 2})]},
-        },
+        "params": {"name": "run_runnable", "arguments": sleep_for(IN_FLIGHT_RUN)},
     }
     headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "MCP-Protocol-Version": "2025-11-25"}
     outcome: list[httpx2.Response] = []
     with http_server(api, "--stateless", "--json-response", "--drain-seconds", "0") as server:
+        port = int(server.url.rsplit(":", 1)[1])
         async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
 
             async def in_flight() -> None:
                 outcome.append(await http.post(server.mcp, json=call_sleep, headers=headers))
 
             group.start_soon(in_flight)
-            await anyio.sleep(0.7)
+            # The run started upstream: the call is in flight for sure. Polled in a thread, where it cannot hold the
+            # call up.
+            await anyio.to_thread.run_sync(api.wait_for, bool)
             server.process.send_signal(signal.SIGTERM)
-            await anyio.sleep(0.3)
-            with pytest.raises(httpx2.ConnectError):
-                await http.get(f"{server.url}/healthz")
+            with anyio.fail_after(10):
+                while not await refused(port):  # noqa: ASYNC110 - another process
+                    await anyio.sleep(0.05)
+            # Refused while the call was in flight, not once it was over and the server gone.
+            assert api.requests()[0]["status"] is None, "new connections were refused only once the call had ended"
         # uvicorn drains, then re-raises the signal it caught, so the exit status is SIGTERM's.
         assert server.process.wait(timeout=10) == -signal.SIGTERM
     assert outcome[0].status_code == 200

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import pytest
 
-from .support import SLEEP, Emulator, call, closed_port, connect_http, http_server, inline, text_of
+from .support import Emulator, call, closed_port, connect_http, http_server, sleep_for, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -114,11 +114,6 @@ class Tally:
     lost: dict[str, str] = field(default_factory=dict)
 
 
-def sleep_with(marker: str, seconds: float) -> dict[str, Any]:
-    delay = inline("delay", uri="https://e.com/d", metadata={"seconds": seconds, "marker": marker})
-    return {"runnable_id": SLEEP, "resources": [delay]}
-
-
 async def steady_load(url: str, era: str, tally: Tally, stop: anyio.Event) -> None:
     """WORKERS callers, each calling SLEEP runs of 1 to 3 s one after another until `stop`."""
     async with connect_http(url, era) as session:
@@ -132,7 +127,7 @@ async def steady_load(url: str, era: str, tally: Tally, stop: anyio.Event) -> No
                 tally.markers.append(marker)
                 try:
                     with anyio.fail_after(CALL_LIMIT):
-                        result = await call(session, sleep_with(marker, seconds))
+                        result = await call(session, sleep_for(seconds, marker=marker))
                 except Exception as exc:
                     tally.lost[marker] = f"{type(exc).__name__}: {exc}"
                     continue

@@ -36,6 +36,7 @@ from refactor_mcp.config import Settings
 from .support import (
     API_KEY,
     ECHO,
+    INITIALIZE,
     TOKEN,
     Emulator,
     HttpServer,
@@ -52,12 +53,6 @@ SCOPE = "mcp:tools"
 REDIRECT = "http://127.0.0.1:9/callback"
 """Where the provider sends the browser back; nothing listens: the test reads the code from the redirect."""
 SECRETS = {"robot": "robot-secret-5f1e", "opaque-robot": "opaque-secret-9a7c", "mcp-server": "mcp-server-secret-3d2b"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 
 
 def new_key(kid: str) -> tuple[ec.EllipticCurvePrivateKey, dict[str, Any]]:

@@ -2,14 +2,15 @@
 
 For every mode and both protocol eras, with the official Python and TypeScript clients: a call in flight when
 SIGTERM arrives gets its whole result, /healthz answers 503 during the drain while a new call still succeeds, the
-server exits without cutting anything short, and each call reached the API exactly once. The call in flight
-outlasts the drain, so its answer is delivered after the listener closed, over the stream it was started on.
+server exits without cutting anything short, and each call reached the API exactly once. The calls in flight are
+meant to outlast the drain, so that their answers are delivered after the listener closed, over the streams they
+were started on; how many still are when it closes depends on the machine's speed (the TypeScript clients start
+seconds after the Python ones), so only the outcome is asserted: every result delivered, nothing run twice.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import time
@@ -23,7 +24,7 @@ import httpx2
 import pytest
 from mcp.types import CallToolResult
 
-from .support import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, inline, npm_installed
+from .support import ECHO, SLEEP, TOKEN, Emulator, HttpServer, call, connect_http, http_server, npm_installed, sleep_for
 
 pytestmark = pytest.mark.anyio
 
@@ -45,10 +46,6 @@ TS_VERSIONS = {"sdk1 2025-11-25": "2025-11-25", "client2 2025-11-25": "2025-11-2
 """The TypeScript client kinds shutdown_client.mjs drives, and the protocol version each must negotiate."""
 
 
-def sleep_for(seconds: float) -> dict[str, Any]:
-    return {"runnable_id": SLEEP, "resources": [inline("delay", uri="x:delay", metadata={"seconds": seconds})]}
-
-
 def slept(result: CallToolResult) -> Any:
     assert result.is_error is False, result.content
     assert result.structured_content is not None
@@ -61,10 +58,13 @@ def outputs(answer: dict[str, Any]) -> Any:
 
 
 async def upstream_started(api: Emulator, runs: int) -> None:
-    """Wait until the API has seen `runs` sleeping runs: the calls are in flight for sure."""
-    with anyio.fail_after(20):
-        while sum(request["runnable_id"] == SLEEP for request in api.requests()) < runs:  # noqa: ASYNC110
-            await anyio.sleep(0.05)
+    """Wait until the API has seen `runs` sleeping runs: the calls are in flight for sure. Polled in a thread: the
+    calls go on on the event loop meanwhile."""
+
+    def started(log: list[dict[str, Any]]) -> bool:
+        return sum(request["runnable_id"] == SLEEP for request in log) >= runs
+
+    await anyio.to_thread.run_sync(api.wait_for, started, 20)
 
 
 async def draining_health(server: HttpServer) -> httpx2.Response:
@@ -84,10 +84,11 @@ def stopped(server: HttpServer, signalled: float) -> tuple[int, float, str]:
     return status, elapsed, server.process.stderr.read()
 
 
-def assert_drained_and_delivered(log: str, elapsed: float, calls_at_close: int = 1) -> None:
+def assert_drained_and_delivered(log: str, elapsed: float) -> None:
+    """The stages of the shutdown, in its log: not how many calls were in flight at each, which is a moment."""
     assert elapsed < DRAIN + GRACE
     assert "SIGTERM: draining" in log, log
-    assert re.search(rf"closing the listener.*\(calls in flight: {calls_at_close}\)", log), log
+    assert "drained: closing the listener" in log, log
     assert "timeout graceful shutdown exceeded" not in log, "nothing may be cut short: " + log
 
 
@@ -194,7 +195,7 @@ async def test_sigterm_drains_then_delivers_the_calls_in_flight_to_python_and_ty
     ), long_calls
     assert drained.status == -signal.SIGTERM
     clients = len(ERAS) + len(TS_VERSIONS)
-    assert_drained_and_delivered(drained.log, drained.elapsed, calls_at_close=clients)
+    assert_drained_and_delivered(drained.log, drained.elapsed)
     assert_each_call_reached_the_api_once(api, sleeps=clients, echoes=clients)
 
 
@@ -236,4 +237,6 @@ async def test_the_same_signal_again_stops_at_once(api: Emulator) -> None:
     assert elapsed < DRAIN + 10, log
     assert "SIGTERM again: stopping at once, cancelling the calls in flight (calls in flight: 1)" in log, log
     assert not (isinstance(answers[0], httpx2.Response) and answers[0].status_code == 200)
-    assert api.requests()[0]["disconnected"], "the run in flight was cancelled upstream too"
+    # The emulator notes the closed request on its own time: its log is polled until the run ended.
+    [run] = api.wait_for(lambda log: log[0]["status"] is not None, within=10)
+    assert run["disconnected"], "the run in flight was cancelled upstream too"
