@@ -1,15 +1,15 @@
 """Long runs behind real proxies started by the test, with their 60 s read timeouts: nginx (Debian's) and HAProxy.
 
-A run of 75 s, longer than the proxies' read timeouts, must complete in each mode the docs recommend (SSE
+A run of 65 s, longer than the proxies' read timeouts, must complete in each mode the docs recommend (SSE
 answers, stateful and stateless), in both protocol eras: behind nginx as installed (nothing but `proxy_pass`),
 behind the nginx configuration docs/deployment.md gives (read from the doc itself), and behind the doc's HAProxy
 configuration, which is tests/lb/haproxy.cfg (tests/test_load_balancer.py runs it too; the doc is checked against
 it directive by directive). No progress token is sent: the SSE keep-alives alone must carry the stream through.
 In the mode the docs advise against for long runs (`--stateless --json-response`) nginx answers 504 at 60 s, and
 the server must then close the upstream request within 1 s, or the run goes on, billed, with no one to receive it:
-the test asserts the outcome, that the run was cut off before its 75 s were up, and prints the gap (a sub-second
+the test asserts the outcome, that the run was cut off before its 65 s were up, and prints the gap (a sub-second
 window between processes is a moment a busy machine stretches). Every case runs at the same time, so the test
-costs one 75 s run.
+costs one 65 s run.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ WRAPPER = Path(__file__).parent / "proxy" / "nginx.conf"
 HAPROXY_CFG = Path(__file__).parent / "lb" / "haproxy.cfg"
 HAPROXY = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
 
-RUN_SECONDS = 75
+RUN_SECONDS = 65
 """Longer than nginx's default proxy_read_timeout (60 s)."""
 CLIENT_TIMEOUT = 120.0
 """The clients' own read timeout, past the run, so that what ends a call is the proxy and nothing else."""
@@ -153,7 +153,7 @@ def ended(log: list[dict[str, Any]], marker: str) -> bool:
 
 
 async def long_run(url: str, era: str, marker: str, outcomes: dict[str, str]) -> None:
-    """One 75 s call, without a progress token; its outcome (and time) in `outcomes`."""
+    """One 65 s call, without a progress token; its outcome (and time) in `outcomes`."""
     started = time.monotonic()
     try:
         async with connect_http(url, era, http_timeout=CLIENT_TIMEOUT) as session:
@@ -195,7 +195,7 @@ class Abandoned:
 
 
 async def abandoned_run(api: Emulator, url: str, era: str, marker: str, outcomes: dict[str, Abandoned]) -> None:
-    """One 75 s call that the proxy gives up on; the run's fate is read while the servers still run (stopping them
+    """One 65 s call that the proxy gives up on; the run's fate is read while the servers still run (stopping them
     would close the request whatever the server did): it ends within 15 s of the 504 either way."""
     statuses: list[int] = []
     async with connect_http(url, era, http_timeout=CLIENT_TIMEOUT, statuses=statuses) as session:
@@ -212,7 +212,7 @@ async def abandoned_run(api: Emulator, url: str, era: str, marker: str, outcomes
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install -y nginx)")
 @pytest.mark.slow(RUN_SECONDS)
-async def test_a_75_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upstream_at_the_504_in_json_mode(
+async def test_a_65_s_run_completes_behind_nginx_in_sse_modes_and_is_closed_upstream_at_the_504_in_json_mode(
     api: Emulator, tmp_path: Path
 ) -> None:
     sites = {"nginx defaults": BARE_SITE, "docs/deployment.md": fenced("nginx")}
