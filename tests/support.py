@@ -39,6 +39,12 @@ from refactor_mcp.server import build_server
 API_KEY = "sk-test-0123456789abcdef-canary"
 """A distinctive key, so a leak anywhere is found by a plain substring search."""
 
+TLS = httpx2.create_ssl_context()
+"""One TLS context for every HTTP client a test makes: building one costs ~20 ms of CPU (the CA bundle), and
+the tests make thousands of clients, on loopback, where no TLS is ever used."""
+http = httpx2.Client(verify=TLS)
+"""The tests' own synchronous client, kept: httpx2.get() would build a client, TLS context included, per call."""
+
 
 class Emulator:
     """A running emulator subprocess and its request log."""
@@ -47,11 +53,11 @@ class Emulator:
         self.url = url
 
     def requests(self) -> list[dict[str, Any]]:
-        log: list[dict[str, Any]] = httpx2.get(f"{self.url}/_emulator/requests").json()
+        log: list[dict[str, Any]] = http.get(f"{self.url}/_emulator/requests").json()
         return log
 
     def reset(self) -> None:
-        httpx2.delete(f"{self.url}/_emulator/requests").raise_for_status()
+        http.delete(f"{self.url}/_emulator/requests").raise_for_status()
 
     def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], within: float = 30) -> list[dict[str, Any]]:
         """The request log once `done(log)` holds, polled; fails if it does not within `within` seconds."""
@@ -267,7 +273,7 @@ def http_server(api: Emulator, *flags: str, port: int | None = None, **env: str)
         while True:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if http.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             except httpx2.TransportError:
                 assert time.monotonic() < deadline, "the HTTP server did not start"
@@ -297,8 +303,8 @@ async def connect_http(
 
     hooks = {"response": [record]}
     timeout = httpx2.Timeout(http_timeout)
-    async with httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks, auth=auth) as http:
-        transport = streamable_http_client(url, http_client=http)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks, auth=auth, verify=TLS) as client:
+        transport = streamable_http_client(url, http_client=client)
         if era == "legacy":
             async with transport as (read, write), ClientSession(read, write) as session:
                 await session.initialize()

@@ -30,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from refactor_mcp.tools.definitions import GENERIC
 from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
 
-from .support import API_KEY, ECHO, TOKEN, Emulator, RawStdio, env_for, http_server, legacy_session, validate
+from .support import API_KEY, ECHO, TOKEN, Emulator, RawStdio, env_for, http, http_server, legacy_session, validate
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 FUZZ_EXAMPLES = int(os.environ.get("REFACTOR_FUZZ_EXAMPLES", "50"))
@@ -345,7 +345,7 @@ def test_over_http_the_same_numbers_get_the_same_answers(api: Emulator) -> None:
 
         def post(arguments: str) -> httpx2.Response:
             body = f'{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{call_params(arguments)}}}'
-            return httpx2.post(server.mcp, content=body, headers=headers, timeout=20)
+            return http.post(server.mcp, content=body, headers=headers, timeout=20)
 
         refused = post(arguments)
         too_long = post(with_timeout("9" * 4301))

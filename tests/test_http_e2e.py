@@ -27,6 +27,7 @@ from .support import (
     connect_http,
     env_for,
     error_of,
+    http,
     http_server,
     inline,
     sleep_for,
@@ -80,7 +81,7 @@ async def test_the_right_token_lists_and_calls(
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, server: HttpServer, token: str | None) -> None:
     headers = ACCEPT | ({"Authorization": f"Bearer {token}"} if token else {})
-    raw = httpx2.post(server.mcp, json=INITIALIZE, headers=headers)
+    raw = http.post(server.mcp, json=INITIALIZE, headers=headers)
     statuses: list[int] = []
     with pytest.raises(Exception):  # noqa: B017, PT011 - the official client wraps the 401 in its own errors
         async with connect_http(server.mcp, token=token, statuses=statuses) as session:
@@ -96,7 +97,7 @@ async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, server: HttpSer
     [({"Origin": "http://evil.example"}, 403), ({"Host": "evil.example"}, 421), ({}, 200)],
 )
 async def test_dns_rebinding_checks_host_and_origin(server: HttpServer, headers: dict[str, str], status: int) -> None:
-    answer = httpx2.post(server.mcp, json=INITIALIZE, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"} | headers)
+    answer = http.post(server.mcp, json=INITIALIZE, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"} | headers)
     assert answer.status_code == status, answer.text
 
 
@@ -130,7 +131,7 @@ async def test_paths_are_off_over_http_unless_enabled(api: Emulator, tmp_path: A
 async def test_the_request_body_limit_is_configurable(api: Emulator) -> None:
     with http_server(api, "--stateless", "--json-response", REFACTOR_HTTP_MAX_BODY_BYTES="2000") as server:
         big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 5000}}
-        answer = httpx2.post(server.mcp, json=big, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"})
+        answer = http.post(server.mcp, json=big, headers=ACCEPT | {"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 413
 
 
@@ -251,5 +252,5 @@ def test_an_allowed_host_is_accepted_with_or_without_a_port(
 ) -> None:
     # Clients on the default port (443 behind a balancer) send a Host header without one.
     headers = ACCEPT | {"Authorization": f"Bearer {TOKEN}", "Host": host}
-    answer = httpx2.post(allowed_host_server.mcp, json=INITIALIZE, headers=headers)
+    answer = http.post(allowed_host_server.mcp, json=INITIALIZE, headers=headers)
     assert answer.status_code == status, answer.text

@@ -44,6 +44,7 @@ from .support import (
     closed_port,
     connect_http,
     env_for,
+    http,
     http_server,
     npm_installed,
 )
@@ -76,7 +77,7 @@ class Provider:
 
     def token(self, client: str, resource: str, scope: str = SCOPE) -> str:
         """An access token by client credentials, for `resource` (RFC 8707)."""
-        answer = httpx2.post(
+        answer = http.post(
             f"{self.issuer}/token",
             data={"grant_type": "client_credentials", "resource": resource, "scope": scope},
             auth=(client, SECRETS[client]),
@@ -87,13 +88,13 @@ class Provider:
         return token
 
     def revoke(self, client: str, token: str) -> None:
-        answer = httpx2.post(
+        answer = http.post(
             f"{self.issuer}/token/revocation", data={"token": token}, auth=(client, SECRETS[client]), timeout=10
         )
         assert answer.status_code == 200, answer.text
 
     def requested(self) -> list[str]:
-        paths: list[str] = httpx2.get(f"{self.origin}/_requests", timeout=10).json()
+        paths: list[str] = http.get(f"{self.origin}/_requests", timeout=10).json()
         return paths
 
     def write_keys(self, name: str) -> Path:
@@ -111,7 +112,7 @@ class Provider:
         deadline = time.monotonic() + 10
         while True:
             self.own_jwks_fetches += 1
-            if "k2" in httpx2.get(f"{self.issuer}/jwks", timeout=10).text:
+            if "k2" in http.get(f"{self.issuer}/jwks", timeout=10).text:
                 return
             assert time.monotonic() < deadline, "the provider did not rotate its keys"
             time.sleep(0.1)
@@ -153,7 +154,7 @@ def oidc_provider(folder: Path) -> Iterator[Provider]:
         while True:
             assert process.poll() is None, (folder / f"provider-{port}.log").read_text()
             try:
-                if httpx2.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
+                if http.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
                     break
             except httpx2.TransportError:
                 pass
@@ -195,7 +196,7 @@ def attempt(server: HttpServer, token: str | None) -> httpx2.Response:
     headers = {"Accept": "application/json, text/event-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx2.post(server.mcp, json=INITIALIZE, headers=headers, timeout=30)
+    return http.post(server.mcp, json=INITIALIZE, headers=headers, timeout=30)
 
 
 def challenge(response: httpx2.Response) -> dict[str, str]:
@@ -345,7 +346,7 @@ def test_protected_resource_metadata_at_both_well_known_urls(server: HttpServer,
         "bearer_methods_supported": ["header"],
     }
     for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"):
-        answer = httpx2.get(f"{server.url}{path}", timeout=10)
+        answer = http.get(f"{server.url}{path}", timeout=10)
         assert answer.status_code == 200, path
         assert answer.json() == expected, path
 

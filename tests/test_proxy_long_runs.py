@@ -39,6 +39,7 @@ from .support import (
     call,
     closed_port,
     connect_http,
+    http,
     http_server,
     inline,
     sleep_for,
@@ -105,7 +106,7 @@ def proxy(command: list[str], directory: Path, port: int, env: dict[str, str] | 
             while True:
                 assert process.poll() is None, (directory / "proxy.log").read_text()
                 try:
-                    if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    if http.get(f"{url}/healthz", timeout=1).status_code == 200:
                         break
                 except httpx2.TransportError:
                     pass

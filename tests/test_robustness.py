@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 from pydantic import ValidationError
 
@@ -41,6 +40,7 @@ from .support import (
     env_for,
     error_of,
     fault,
+    http,
     http_server,
     inline,
     sleep_for,
@@ -228,7 +228,7 @@ async def test_upstream_text_never_reaches_tool_descriptions(shared: Session) ->
 
 def test_http_server_answers_health_without_secrets(api: Emulator) -> None:
     with http_server(api) as server:
-        health = httpx2.get(f"{server.url}/healthz").text
+        health = http.get(f"{server.url}/healthz").text
     assert API_KEY not in health
     assert TOKEN not in health
     assert json.loads(health)["status"] == "ok"

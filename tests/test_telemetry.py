@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx2
 import pytest
 from mcp import Client
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -45,6 +44,7 @@ from .support import (
     connect_http,
     env_for,
     fault,
+    http,
     http_server,
     inline,
     legacy_session,
@@ -325,7 +325,7 @@ async def test_prometheus_metrics_at_slash_metrics(api: Emulator) -> None:
     with http_server(api, "--stateless", OTEL_METRICS_EXPORTER="prometheus") as server:
         async with connect_http(server.mcp) as session:
             await call(session, ECHO_ARGUMENTS)
-        scraped = httpx2.get(f"{server.url}/metrics", timeout=10)
+        scraped = http.get(f"{server.url}/metrics", timeout=10)
     assert scraped.status_code == 200
     text = scraped.text
     [calls] = [line for line in text.splitlines() if line.startswith("refactor_mcp_calls_total{")]
