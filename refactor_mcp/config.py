@@ -116,6 +116,20 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = Field(
         default=2.0, gt=0, le=5, description="How often a caller that asked for progress hears from a run."
     )
+    run_wait_seconds: Seconds = Field(
+        default=45.0,
+        ge=0,
+        description="How long a tool call waits for its run before answering with a handle for get_run (under the "
+        "60 s after which Claude Desktop and claude.ai give up on a call); 0 waits to the end.",
+    )
+    run_ttl_seconds: Seconds = Field(
+        default=3600.0, gt=0, description="How long get_run can read a detached run's outcome after the run ended."
+    )
+    max_pending_runs: int = Field(
+        default=1000,
+        ge=1,
+        description="Runs kept going at once, waited for or detached; a call beyond gets too_many_pending_runs.",
+    )
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Directories whose files `path` resources may read (os.pathsep-separated). None: no file is read.",

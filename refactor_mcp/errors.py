@@ -23,6 +23,10 @@ ErrorCode = Literal[
     "request_timeout",
     "path_not_allowed",
     "resource_too_large",
+    "unknown_handle",
+    "cancelled_by_caller",
+    "run_lost",
+    "too_many_pending_runs",
 ]
 
 Details: TypeAlias = dict[str, Any] | None
@@ -106,6 +110,22 @@ class PathNotAllowedError(RefactorError):
 
 class ResourceTooLargeError(RefactorError):
     code = "resource_too_large"
+
+
+class UnknownHandleError(RefactorError):
+    code = "unknown_handle"
+
+
+class CancelledByCallerError(RefactorError):
+    code = "cancelled_by_caller"
+
+
+class RunLostError(RefactorError):
+    code = "run_lost"
+
+
+class TooManyPendingRunsError(RefactorError):
+    code = "too_many_pending_runs"
 
 
 def error_for_status(

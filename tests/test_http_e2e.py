@@ -68,7 +68,7 @@ async def test_the_right_token_lists_and_calls(
 ) -> None:
     url = (server if mode == "stateful-sse" else stateless_server).mcp
     async with connect_http(url, era) as session:
-        assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
+        assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable", "get_run", "cancel_run"]
         result = await call(session, {"runnable_id": WORD_COUNT, "resources": [inline("t", text="one two")]})
     assert result.is_error is False
     assert result.structured_content is not None

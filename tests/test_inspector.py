@@ -44,7 +44,7 @@ def inspect(inspector: str, api: Emulator, *args: str) -> subprocess.CompletedPr
 def test_inspector_lists_the_tool_with_portable_schemas(inspector: str, api: Emulator) -> None:
     listed = inspect(inspector, api, "--method", "tools/list", "--strict")
     assert listed.returncode == 0, listed.stderr
-    assert [tool["name"] for tool in json.loads(listed.stdout)["tools"]] == ["run_runnable"]
+    assert [tool["name"] for tool in json.loads(listed.stdout)["tools"]] == ["run_runnable", "get_run", "cancel_run"]
     assert "Schema portability" not in listed.stderr, (
         "the Inspector reports portability problems only when it finds some"
     )

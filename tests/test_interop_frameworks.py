@@ -52,7 +52,7 @@ def paths(schema: dict[str, Any], at: str = "") -> dict[str, dict[str, Any]]:
 async def test_google_genai_converts_every_tool_strictly_with_nothing_dropped(listed: list[Tool]) -> None:
     from google.genai import types as genai
 
-    assert len(listed) == 3
+    assert len(listed) == 5
     for tool in listed:
         converted = genai.Schema.from_json_schema(
             json_schema=genai.JSONSchema(**tool.input_schema), raise_error_on_unsupported_field=True
@@ -157,6 +157,6 @@ async def test_openai_agents_calls_the_tool_through_its_mcp_client(
         agent = Agent(name="caller", instructions="Run it.", model=model, mcp_servers=[server])
         result = await Runner.run(agent, "Run the runnable.", max_turns=3)
     assert result.final_output == "done"
-    assert seen.tools == ["run_runnable"]
+    assert seen.tools == ["run_runnable", "get_run", "cancel_run"]
     assert expected in tool_text(seen.tool_output)
     assert len(api.requests()) == (0 if "must be" in expected else 1)

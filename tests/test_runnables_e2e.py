@@ -48,7 +48,7 @@ def runnables_file(tmp_path: Path) -> Path:
 async def test_two_runnables_become_two_tools_with_their_schemas(runnables_file: Path) -> None:
     async with in_process(runnables_file=runnables_file) as (session, _):
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    assert list(tools) == ["run_runnable", "summarize_contract", "count-words"]
+    assert list(tools) == ["run_runnable", "summarize_contract", "count-words", "get_run", "cancel_run"]
     summarize = tools["summarize_contract"].input_schema
     assert sorted(summarize["properties"]) == ["contract", "resources"], "id, timeout and telemetry are fixed"
     assert summarize["required"] == ["contract"]
@@ -143,7 +143,7 @@ async def test_the_file_can_turn_the_generic_tool_off(tmp_path: Path) -> None:
     path.write_text(RUNNABLES.replace("expose_generic = true", "expose_generic = false"))
     async with in_process(runnables_file=path) as (session, _):
         names = [tool.name for tool in (await session.list_tools()).tools]
-    assert names == ["summarize_contract", "count-words"]
+    assert names == ["summarize_contract", "count-words", "get_run", "cancel_run"]
 
 
 BAD_FILES = [
@@ -152,7 +152,7 @@ BAD_FILES = [
     ('[runnables.a]\nid = "not-a-uuid"\ndescription = "x"', "runnables.a.id: must be a uuid"),
     (f'[runnables."bad name!"]\nid = "{ECHO}"\ndescription = "x"', "runnables.bad name!: a tool name must match"),
     (f'[runnables.{"n" * 65}]\nid = "{ECHO}"\ndescription = "x"', "a tool name must match"),
-    (f'[runnables.run_runnable]\nid = "{ECHO}"\ndescription = "x"', "taken by the generic tool"),
+    (f'[runnables.run_runnable]\nid = "{ECHO}"\ndescription = "x"', "taken by one of the server's own tools"),
     ("expose_generic = false", "leaves no tool at all"),
     (f'[runnables.a]\nid = "{ECHO}"\ndescription = "x"\ntimeout = 3', "runnables.a.timeout: is not a field"),
     (f'[runnables.a]\nid = "{ECHO}"', "runnables.a.description: is required"),

@@ -21,7 +21,7 @@ SPEC = json.loads((Path(__file__).parent.parent / "spec" / "refactor-run-sync.op
 OPERATION = SPEC["paths"]["/v1/runnable/{id}/runs?mode=sync"]["post"]
 REQUEST = OPERATION["requestBody"]["content"]["application/json"]["schema"]
 RUN_STATE = SPEC["components"]["schemas"]["RunState"]
-RUN_STATE_SCHEMA, ERROR_SCHEMA = OUTPUT_SCHEMA["anyOf"]
+RUN_STATE_SCHEMA, ERROR_SCHEMA, RUNNING_SCHEMA = OUTPUT_SCHEMA["anyOf"]
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -243,3 +243,5 @@ def test_schemas_are_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(INPUT_SCHEMA)
     jsonschema.Draft202012Validator.check_schema(OUTPUT_SCHEMA)
     assert ERROR_SCHEMA["properties"]["status"]["const"] == "error"
+    assert RUNNING_SCHEMA["properties"]["status"]["const"] == "running"
+    assert RUNNING_SCHEMA["required"] == ["status", "handle", "runnable_id", "elapsed_seconds"]

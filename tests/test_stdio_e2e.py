@@ -46,7 +46,7 @@ def data_uri(data: bytes, mime: str = "text/plain") -> str:
 async def test_lists_run_runnable_with_self_contained_schemas(era: str) -> None:
     async with in_process(era) as (session, _):
         tools = (await session.list_tools()).tools
-    assert [tool.name for tool in tools] == ["run_runnable"]
+    assert [tool.name for tool in tools] == ["run_runnable", "get_run", "cancel_run"]
     tool = tools[0]
     listed = json.dumps([tool.input_schema, tool.output_schema])
     assert "$ref" not in listed
@@ -137,7 +137,7 @@ async def test_missing_api_key_lists_tools_and_explains_how_to_set_it(api: Emula
     """Over stdio: the key as a process's environment leaves it, unset or Claude Desktop's placeholder."""
     env = {"REFACTOR_BASE_URL": api.url} | ({"REFACTOR_API_KEY": key} if key else {})
     async with connect("legacy", env) as session:
-        assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable"]
+        assert [tool.name for tool in (await session.list_tools()).tools] == ["run_runnable", "get_run", "cancel_run"]
         error = error_of(await call(session, {"runnable_id": ECHO}))
     assert error["code"] == "missing_api_key"
     assert "REFACTOR_API_KEY" in error["message"]

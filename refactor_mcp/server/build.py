@@ -1,5 +1,5 @@
-"""Wiring the MCP server: one low-level `Server`, its tools, and one `ToolRunner` (with its API client) for its
-lifetime.
+"""Wiring the MCP server: one low-level `Server`, its tools, and one `ToolRunner` (with its API client and the runs
+it keeps past their calls) for its lifetime.
 
 The low-level server is used rather than `MCPServer` because the tools' schemas come from the API's contract,
 not from a function signature. The transports (`stdio`, `http`) serve what `build_server` returns; tests drive
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import anyio
 import httpx2
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -25,19 +26,33 @@ from mcp.types import (
 )
 
 from .._version import __version__
-from ..auth.caller import current_caller, log_call
+from ..auth.caller import Caller, current_caller, log_call
 from ..client import RefactorClient
 from ..config import Settings
 from ..resources import ResourceResolver
-from ..tools.definitions import tools_for
+from ..runs.keeper import RunKeeper
+from ..runs.store import InMemoryRunStore
+from ..tools.arguments import CANCEL_RUN, GET_RUN
+from ..tools.definitions import HANDLE_TOOLS, tools_for
 from ..tools.runner import ToolRunner
 from .cancellation import CallWatch
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
     "Pass resources by id, or inline as a local file `path`, `text`, a `uri` or a data URI; a call waits for the "
-    "run to end and returns its outputs, usage and cost."
+    "run to end and returns its outputs, usage and cost. A run still going after the server's wait comes back "
+    "with a handle: get_run waits for its outcome, cancel_run stops it."
 )
+
+
+def owner_of(caller: Caller | None) -> str:
+    """Whose runs a caller may read: the authenticated identity (issuer and subject, else the client, as the static
+    token's), or over stdio and unauthenticated loopback HTTP, the one local user."""
+    if caller is None:
+        return "local"
+    if caller.subject is not None:
+        return f"sub:{caller.issuer or ''}:{caller.subject}"
+    return f"client:{caller.client_id}"
 
 
 def build_server(
@@ -51,13 +66,19 @@ def build_server(
     """
     resolver = ResourceResolver(settings.allowed_dirs, settings.max_resource_bytes, paths_off)
     tools = {tool.tool.name: tool for tool in tools_for(settings)}
-    listed = ListToolsResult(tools=[tool.tool for tool in tools.values()])
+    listed = ListToolsResult(tools=[*(tool.tool for tool in tools.values()), *HANDLE_TOOLS])
+    names = ", ".join(tool.name for tool in listed.tools)
     watch = CallWatch()
 
     @asynccontextmanager
     async def lifespan(_: Server[ToolRunner]) -> AsyncIterator[ToolRunner]:
-        async with RefactorClient(settings, transport=transport) as client:
-            yield ToolRunner(client, resolver)
+        async with RefactorClient(settings, transport=transport) as client, anyio.create_task_group() as runs:
+            store = InMemoryRunStore(settings.run_ttl_seconds)
+            keeper = RunKeeper(store, runs, settings.max_pending_runs, settings.max_text_chars)
+            try:
+                yield ToolRunner(client, resolver, keeper)
+            finally:
+                await keeper.close(settings.http_shutdown_grace_seconds)
 
     async def on_list_tools(
         ctx: ServerRequestContext[ToolRunner], params: PaginatedRequestParams | None
@@ -66,14 +87,19 @@ def build_server(
 
     async def on_call_tool(ctx: ServerRequestContext[ToolRunner], params: CallToolRequestParams) -> CallToolResult:
         tool = tools.get(params.name)
-        if tool is None:
-            raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {', '.join(tools)}.")
+        if tool is None and params.name not in (GET_RUN, CANCEL_RUN):
+            raise MCPError(INVALID_PARAMS, f"Unknown tool {params.name!r}; this server has {names}.")
         caller = current_caller()
         log_call(caller, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        subject = caller.subject if caller is not None else None
-        return await watch.run(ctx, partial(ctx.lifespan_context.call, tool, params.arguments, report, subject))
+        runner, owner = ctx.lifespan_context, owner_of(caller)
+        if tool is not None:
+            subject = caller.subject if caller is not None else None
+            return await watch.run(ctx, partial(runner.call, tool, params.arguments, report, subject, owner))
+        if params.name == GET_RUN:
+            return await runner.get_run(params.arguments, report, owner)
+        return await runner.cancel_run(params.arguments, owner)
 
     server = Server(
         "refactor-mcp",

@@ -156,6 +156,15 @@ def serve_http(settings: Settings) -> int:
             settings.http_host,
             settings.http_host,
         )
+    if settings.http_workers > 1 and settings.run_wait_seconds > 0:
+        logger.warning(
+            "%d worker processes: a run that outlives the wait (%g s, REFACTOR_RUN_WAIT_SECONDS) is kept by the worker "
+            "that started it, and its handle resolves only there; get_run and cancel_run answered by another worker "
+            "say unknown_handle. For handles to work, run one worker per replica behind a load balancer that keeps "
+            "each client on one replica, or set REFACTOR_RUN_WAIT_SECONDS=0 to wait for every run to the end",
+            settings.http_workers,
+            settings.run_wait_seconds,
+        )
     if settings.http_json_response and settings.read_timeout_seconds > PROXY_IDLE_SECONDS:
         logger.warning(
             "--json-response: an answer is one JSON body that carries nothing until the run ends (no progress, no "

@@ -82,6 +82,10 @@ class Call:
         if error is not None:
             self.error_code = error.code or f"run_{outcome.status}"
 
+    def detached(self) -> None:
+        """The call answered with a handle: its run goes on, and its outcome is stored for get_run."""
+        self.status, self.run_id = "detached", None
+
 
 _call: ContextVar[Call | None] = ContextVar("refactor_mcp_call", default=None)
 
@@ -136,6 +140,38 @@ def call_scope(tool: str, sub: str | None = None) -> Iterator[Call]:
                 extra={"duration_s": round(seconds, 6)},
             )
         _call.reset(reset)
+
+
+# -- runs that outlive their call --------------------------------------------------------------------------------
+
+
+def run_detached(tool: str, runnable_id: str, handle: str, elapsed: float) -> None:
+    """A span and a log line: the run goes on past its call, under `handle`."""
+    attributes = {"gen_ai.tool.name": tool, "refactor.runnable.id": runnable_id, "refactor.run.handle": handle}
+    with _tracer.start_as_current_span("refactor.run.detach", attributes=attributes):
+        logger.info(
+            "%s call to runnable %s detached after %.1f s: the run goes on under handle %s",
+            tool,
+            runnable_id,
+            elapsed,
+            handle,
+        )
+
+
+def run_stored(tool: str, runnable_id: str, handle: str, outcome: RunState | RefactorError) -> None:
+    """A span and a log line: a detached run ended, and its outcome is stored for get_run."""
+    if isinstance(outcome, RefactorError):
+        facts = {"refactor.run.status": "error", "refactor.error.code": outcome.code}
+    else:
+        facts = {"refactor.run.status": outcome.status, "refactor.run.id": outcome.id}
+    attributes = {"gen_ai.tool.name": tool, "refactor.runnable.id": runnable_id, "refactor.run.handle": handle} | facts
+    with _tracer.start_as_current_span("refactor.run.store", attributes=attributes):
+        logger.info(
+            "run of runnable %s under handle %s ended: %s; its outcome is stored for get_run",
+            runnable_id,
+            handle,
+            facts.get("refactor.error.code") or facts["refactor.run.status"],
+        )
 
 
 # -- the upstream request --------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ from pydantic_core import ErrorDetails
 from ..models import RESOURCE_FORM_TAGS, RunRequest, Uuid
 
 RUN_RUNNABLE = "run_runnable"
+GET_RUN = "get_run"
+CANCEL_RUN = "cancel_run"
+HANDLE_TOOL_NAMES = (GET_RUN, CANCEL_RUN)
+"""The tools for runs that outlive the wait, which every server lists."""
 
 
 class RunRunnableArguments(RunRequest):

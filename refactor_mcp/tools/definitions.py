@@ -1,6 +1,7 @@
-"""The tools this server lists: `run_runnable`, and one named tool per entry of a runnables file.
+"""The tools this server lists: `run_runnable`, one named tool per entry of a runnables file, and `get_run` and
+`cancel_run` for the runs that outlive the wait.
 
-Each tool pairs what clients list (name, descriptions, schemas) with the pydantic model its arguments must fit
+Each runnable tool pairs what clients list (name, descriptions, schemas) with the pydantic model its arguments must fit
 (the model the input schema is generated from: one source of truth), and says how validated arguments become a
 run: which runnable, which request.
 """
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp.types import Tool, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import InvalidInputError
 from ..models import ResourceBinding, ResourceForm, RunRequest
-from .arguments import RUN_RUNNABLE, RunRunnableArguments, field_problem
+from .arguments import CANCEL_RUN, GET_RUN, RUN_RUNNABLE, RunRunnableArguments, field_problem
 from .schemas import OUTPUT_SCHEMA, input_schema
 
 if TYPE_CHECKING:
@@ -27,7 +28,9 @@ ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idem
 RESOURCE_SOURCES_HINT = "For a new resource give `path` for a local file or `text` for text; never write base64."
 RESULT_HINT = (
     "Waits for the run to end and returns its status, outputs, token usage and cost; a failed run is an error "
-    "result with the run's message."
+    "result with the run's message. A run still going after the server's wait (45 s unless configured) returns "
+    "status `running` and a `handle`: then call get_run with it, never this tool again, which would start a "
+    "second run."
 )
 PROBLEMS_LISTED = 20
 """Problems spelled out in an invalid_input message: a list of 10,000 bad resources is not read in prose."""
@@ -55,18 +58,25 @@ class RunnableTool:
 
     def plan(self, arguments: dict[str, Any] | None) -> PlannedRun:
         """Validate arguments, naming each bad field in a message a model can act on."""
-        try:
-            return self.to_run(self.arguments.model_validate(arguments or {}))
-        except ValidationError as exc:
-            problems = [field_problem(error) for error in exc.errors(include_url=False)]
-            listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:PROBLEMS_LISTED])
-            if len(problems) > PROBLEMS_LISTED:
-                listed += f"; and {len(problems) - PROBLEMS_LISTED:,} more, all in details.problems"
-            raise InvalidInputError(
-                f"Invalid arguments for {self.tool.name}: {listed}. Nothing was sent to re-factor; fix these and "
-                "call again.",
-                details={"problems": problems},
-            ) from None
+        return self.to_run(validated(self.arguments, arguments, self.tool.name))
+
+
+ArgumentsT = TypeVar("ArgumentsT", bound=BaseModel)
+
+
+def validated(model: type[ArgumentsT], arguments: dict[str, Any] | None, tool: str) -> ArgumentsT:
+    """`arguments` as `model`, or InvalidInputError naming each bad field in a message a model can act on."""
+    try:
+        return model.model_validate(arguments or {})
+    except ValidationError as exc:
+        problems = [field_problem(error) for error in exc.errors(include_url=False)]
+        listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:PROBLEMS_LISTED])
+        if len(problems) > PROBLEMS_LISTED:
+            listed += f"; and {len(problems) - PROBLEMS_LISTED:,} more, all in details.problems"
+        raise InvalidInputError(
+            f"Invalid arguments for {tool}: {listed}. Nothing was sent to re-factor; fix these and call again.",
+            details={"problems": problems},
+        ) from None
 
 
 def _generic_run(args: RunRunnableArguments) -> PlannedRun:
@@ -138,6 +148,63 @@ def named_tool(name: str, entry: Entry) -> RunnableTool:
         annotations=ANNOTATIONS,
     )
     return RunnableTool(tool=tool, arguments=arguments, to_run=to_run)
+
+
+_HANDLE = Field(min_length=1, max_length=200, description="The `handle` of a result whose status was `running`.")
+
+
+class GetRunArguments(BaseModel):
+    """Arguments of `get_run`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    handle: str = _HANDLE
+    wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for the run to end before answering; the server's wait (45 s unless "
+        "configured) when omitted, and at most that. 0 answers at once.",
+    )
+
+
+class CancelRunArguments(BaseModel):
+    """Arguments of `cancel_run`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    handle: str = _HANDLE
+
+
+HANDLE_TOOLS = [
+    Tool(
+        name=GET_RUN,
+        title="Get a run's outcome",
+        description=(
+            "Wait for a run that run_runnable (or a named tool) left running, by the `handle` it returned, and return "
+            "its outcome: the same result the tool would have given. If the run is still going after wait_seconds, "
+            "the result has status `running` again: call get_run again. Outcomes can be read again for an hour."
+        ),
+        input_schema=input_schema(GetRunArguments),
+        output_schema=OUTPUT_SCHEMA,
+        annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    ),
+    Tool(
+        name=CANCEL_RUN,
+        title="Cancel a run",
+        description=(
+            "Cancel a run that run_runnable (or a named tool) left running, by its `handle`, when its outcome is no "
+            "longer wanted: the request to re-factor is closed. If the run had already ended, its outcome is "
+            "returned and nothing changes."
+        ),
+        input_schema=input_schema(CancelRunArguments),
+        output_schema=OUTPUT_SCHEMA,
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
+        ),
+    ),
+]
+"""The tools for runs that outlive the wait; every server lists them (with no wait, get_run finds no handle)."""
 
 
 def tools_for(settings: Settings) -> list[RunnableTool]:

@@ -1,20 +1,45 @@
 """A call's outcome as an MCP tool result: the text a model reads, and structuredContent for programs.
 
 Whenever the API returned a RunState, structuredContent is that RunState as received; every other failure is
-`{"status": "error", "error": {code, message, http_status}}` (errors.ErrorOutcome). Both match OUTPUT_SCHEMA.
+`{"status": "error", "error": {code, message, http_status}}` (errors.ErrorOutcome); a run that outlived the wait
+is `{"status": "running", "handle": ...}` (RunningOutcome). All match OUTPUT_SCHEMA.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from mcp.types import CallToolResult, TextContent
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from Python 3.12
 
 from ..errors import ErrorOutcome, RefactorError
 from ..models import RunState
 
 Outcome = RunState | RefactorError
 """What a call ended with: the RunState the API answered, or the failure that kept one from coming back."""
+
+
+class RunningOutcome(TypedDict):
+    """The structured result of a call whose run goes on past the wait: the handle to ask get_run with."""
+
+    status: Literal["running"]
+    handle: str
+    runnable_id: str
+    elapsed_seconds: float
+
+
+def running_result(handle: str, runnable_id: str, tool: str, elapsed: float) -> CallToolResult:
+    """A run still going after the wait, as a result that tells the model what to call next (and what not)."""
+    text = (
+        f"The run of runnable {runnable_id} is still going after {elapsed:.0f} s. Call get_run with handle "
+        f'"{handle}" to wait for its outcome. Do not call {tool} again for it: that would start, and bill, a second '
+        "run. To stop it, call cancel_run with the handle."
+    )
+    outcome = RunningOutcome(
+        status="running", handle=handle, runnable_id=runnable_id, elapsed_seconds=round(elapsed, 1)
+    )
+    return CallToolResult(content=[TextContent(text=text)], structured_content=dict(outcome), is_error=False)
 
 
 def _usage_line(state: RunState) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..models import ResourceBinding, RunRequest, TelemetryStrategy, TimeoutSeconds, Uuid
-from .arguments import RUN_RUNNABLE, field_problem
+from .arguments import HANDLE_TOOL_NAMES, RUN_RUNNABLE, field_problem
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVED_INPUTS = frozenset(RunRequest.model_fields)
@@ -68,7 +68,7 @@ class RunnablesFile(BaseModel):
 
     def tool_names(self) -> list[str]:
         """The names of the tools a server with this file lists, in its order (`tools_for` builds the tools)."""
-        return [RUN_RUNNABLE, *self.runnables] if self.expose_generic else list(self.runnables)
+        return [*([RUN_RUNNABLE] if self.expose_generic else []), *self.runnables, *HANDLE_TOOL_NAMES]
 
 
 def load(path: Path) -> RunnablesFile:
@@ -93,14 +93,16 @@ def load(path: Path) -> RunnablesFile:
         problems = [field_problem(error) for error in exc.errors(include_url=False)]
         listed = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems)
         raise RunnablesFileError(f"runnables file {path}: {listed}") from None
-    taken = {RUN_RUNNABLE} if loaded.expose_generic else set()
+    taken = {*HANDLE_TOOL_NAMES, *([RUN_RUNNABLE] if loaded.expose_generic else [])}
     for name in loaded.runnables:
         if not TOOL_NAME.fullmatch(name):
             raise RunnablesFileError(
                 f"runnables file {path}: runnables.{name}: a tool name must match [A-Za-z0-9_-]{{1,64}}"
             )
         if name in taken:
-            raise RunnablesFileError(f"runnables file {path}: runnables.{name}: the name is taken by the generic tool")
+            raise RunnablesFileError(
+                f"runnables file {path}: runnables.{name}: the name is taken by one of the server's own tools"
+            )
     if not loaded.expose_generic and not loaded.runnables:
         raise RunnablesFileError(
             f"runnables file {path} leaves no tool at all: add a [runnables.<tool name>] table, or remove "

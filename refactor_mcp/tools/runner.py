@@ -2,25 +2,31 @@
 
 The low-level SDK server validates neither arguments nor results, so the runner does both: arguments go through
 the tool's pydantic model, and every outcome, failures included, becomes a result that matches the output
-schema. A caller that asked for progress hears from the run every few seconds while it waits, so clients that
-reset their timeout on progress wait as long as the run needs.
+schema. A call waits for its run at most REFACTOR_RUN_WAIT_SECONDS: a run still going then is detached (see
+runs/keeper.py), and the call answers with a handle that `get_run` waits on and `cancel_run` stops. A caller that
+asked for progress hears from the run every few seconds while it waits.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, TextContent
 
 from .. import telemetry
 from ..client import RefactorClient
-from ..errors import RefactorError
+from ..errors import RefactorError, UnknownHandleError
 from ..resources import ResourceResolver, RunBody
-from .definitions import RunnableTool
-from .results import Outcome, error_result, tool_result
+from ..runs.keeper import RunKeeper
+from ..runs.store import RunRecord
+from .arguments import CANCEL_RUN, GET_RUN
+from .definitions import CancelRunArguments, GetRunArguments, RunnableTool, validated
+from .results import Outcome, error_result, running_result, tool_result
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +35,18 @@ ProgressReporter = Callable[[float, float | None, str], Awaitable[None]]
 
 
 class ToolRunner:
-    """Runs the calls of one server: its API client (and connection pool), resource resolver and result limits."""
+    """Runs the calls of one server: its API client (and connection pool), resource resolver, the runs it keeps
+    past their calls, and the limits of its results."""
 
-    def __init__(self, client: RefactorClient, resolver: ResourceResolver) -> None:
+    def __init__(self, client: RefactorClient, resolver: ResourceResolver, keeper: RunKeeper) -> None:
+        settings = client.settings
         self.client = client
         self._resolver = resolver
-        self._text_limit = client.settings.max_text_chars
-        self._progress_interval = client.settings.progress_interval_seconds
+        self._keeper = keeper
+        self._text_limit = settings.max_text_chars
+        self._progress_interval = settings.progress_interval_seconds
+        self._wait = settings.run_wait_seconds
+        self._one_of_workers = settings.http_workers > 1
 
     async def call(
         self,
@@ -43,6 +54,7 @@ class ToolRunner:
         arguments: dict[str, Any] | None,
         report_progress: ProgressReporter | None = None,
         caller_sub: str | None = None,
+        owner: str = "local",
     ) -> CallToolResult:
         """The whole call, as telemetry sees it: one call scope, told the runnable and how the call ended."""
         with telemetry.call_scope(tool.tool.name, caller_sub) as watched:
@@ -53,46 +65,117 @@ class ToolRunner:
             except RefactorError as error:
                 watched.ended(error)
                 return error_result(error, self._text_limit)
-            timeout = planned.request.timeout_seconds
-            outcome = await self._wait(tool.tool.name, planned.runnable_id, body, timeout, report_progress)
+            name, runnable_id, timeout = tool.tool.name, planned.runnable_id, planned.request.timeout_seconds
+            run = None
+            try:
+                if self._wait <= 0:  # waits to the end, in the call's own task
+                    outcome = await self._heartbeat(
+                        self._outcome(runnable_id, body), runnable_id, timeout, report_progress
+                    )
+                else:
+                    run = await self._keeper.start(name, runnable_id, owner, partial(self._outcome, runnable_id, body))
+                    await self._heartbeat(_waited(run.done, self._wait), runnable_id, timeout, report_progress)
+                    if run.outcome is None:
+                        self._keeper.detach(run)
+                        watched.detached()
+                        return running_result(run.record.handle, runnable_id, name, self._keeper.elapsed(run.record))
+                    outcome = run.outcome
+                    await self._keeper.forget(run)
+            except anyio.get_cancelled_exc_class():
+                if run is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._keeper.forget(run)
+                # Whoever cancelled (the caller, a proxy that gave up, a forced stop), an operator must see which
+                # run lost its caller: it may still go on, and be billed, at re-factor.
+                logger.warning(
+                    "%s call to runnable %s abandoned after %.1f s (its caller cancelled it or went away); the "
+                    "upstream request was closed",
+                    name,
+                    runnable_id,
+                    time.monotonic() - watched.started,
+                )
+                raise
             watched.ended(outcome)
             return tool_result(outcome, self._text_limit)
 
-    async def _wait(
+    async def get_run(
+        self, arguments: dict[str, Any] | None, report_progress: ProgressReporter | None, owner: str
+    ) -> CallToolResult:
+        """The outcome of a detached run, waited for up to wait_seconds (at most the server's wait)."""
+        try:
+            args = validated(GetRunArguments, arguments, GET_RUN)
+            wait = self._wait if args.wait_seconds is None else min(args.wait_seconds, self._wait)
+            record = await self._keeper.store.get(args.handle, owner)
+            if record is None:
+                raise self._unknown(args.handle)
+            if record.outcome is None and wait > 0:
+                wait_for = self._keeper.store.wait(args.handle, owner, wait)
+                record = await self._heartbeat(wait_for, record.runnable_id, None, report_progress) or record
+        except RefactorError as error:
+            return error_result(error, self._text_limit)
+        return self._as_result(record)
+
+    async def cancel_run(self, arguments: dict[str, Any] | None, owner: str) -> CallToolResult:
+        """Stop a detached run; its outcome instead, unchanged, when it had already ended."""
+        try:
+            args = validated(CancelRunArguments, arguments, CANCEL_RUN)
+            record = await self._keeper.store.get(args.handle, owner)
+            if record is None:
+                raise self._unknown(args.handle)
+        except RefactorError as error:
+            return error_result(error, self._text_limit)
+        if record.outcome is not None:
+            ended = self._as_result(record)
+            note = f"Run handle {args.handle} had already ended; nothing was cancelled. Its outcome:"
+            said = [TextContent(text=note), *ended.content]
+            return CallToolResult(content=said, structured_content=ended.structured_content, is_error=ended.is_error)
+        await self._keeper.cancel(record)
+        return self._as_result(await self._keeper.store.get(args.handle, owner) or record)
+
+    def _as_result(self, record: RunRecord) -> CallToolResult:
+        if record.outcome is None:
+            return running_result(record.handle, record.runnable_id, record.tool, self._keeper.elapsed(record))
+        return CallToolResult.model_validate(record.outcome)
+
+    def _unknown(self, handle: str) -> UnknownHandleError:
+        workers = (
+            " This server runs several worker processes, and a handle is known only to the process that gave it."
+            if self._one_of_workers
+            else ""
+        )
+        return UnknownHandleError(
+            f"No run with handle {handle!r} is known here: the handle is mistyped, its outcome expired (an hour after "
+            f"the run ended, unless configured), or it was given to another caller or by a server since restarted."
+            f"{workers} If you started that run, it may have finished on re-factor: check there before starting it "
+            "again with run_runnable."
+        )
+
+    async def _heartbeat(
         self,
-        tool: str,
+        waited: Awaitable[Any],
         runnable_id: str,
-        body: RunBody,
         timeout_seconds: int | None,
         report_progress: ProgressReporter | None,
-    ) -> Outcome:
-        """The run's outcome, with a progress heartbeat while it is awaited when the caller asked for one."""
-        started = anyio.current_time()
-        try:
-            if report_progress is None:
-                return await self._outcome(runnable_id, body)
-            async with anyio.create_task_group() as heartbeat:
-                heartbeat.start_soon(_beat, report_progress, runnable_id, timeout_seconds, self._progress_interval)
-                outcome = await self._outcome(runnable_id, body)
-                heartbeat.cancel_scope.cancel()
-            return outcome
-        except anyio.get_cancelled_exc_class():
-            # Whoever cancelled (the caller, a proxy that gave up, a forced stop), an operator must see which run
-            # lost its caller: it may still go on, and be billed, at re-factor.
-            logger.warning(
-                "%s call to runnable %s abandoned after %.1f s (its caller cancelled it or went away); the upstream "
-                "request was closed",
-                tool,
-                runnable_id,
-                anyio.current_time() - started,
-            )
-            raise
+    ) -> Any:
+        """`waited`, with progress sent every few seconds meanwhile when the caller asked for it."""
+        if report_progress is None:
+            return await waited
+        async with anyio.create_task_group() as heartbeat:
+            heartbeat.start_soon(_beat, report_progress, runnable_id, timeout_seconds, self._progress_interval)
+            result = await waited
+            heartbeat.cancel_scope.cancel()
+        return result
 
     async def _outcome(self, runnable_id: str, body: RunBody) -> Outcome:
         try:
             return await self.client.run(runnable_id, body)
         except RefactorError as error:
             return error
+
+
+async def _waited(done: anyio.Event, seconds: float) -> None:
+    with anyio.move_on_after(seconds):
+        await done.wait()
 
 
 async def _beat(

@@ -1,7 +1,8 @@
 """The tools' JSON schemas, generated from the pydantic models, in the form every client and framework converts.
 
 Schemas are self-contained (no `$ref` or `$defs`): several clients reject references. The output schema is the
-union of the two shapes a result holds: the RunState as the API sent it, or `{"status": "error", "error": ...}`.
+union of the shapes a result holds: the RunState as the API sent it, `{"status": "error", "error": ...}`, or
+`{"status": "running", "handle": ...}` for a run that outlived the wait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic_core import core_schema
 
 from ..errors import ErrorOutcome
 from ..models import RunState
+from .results import RunningOutcome
 
 
 class _ForClients(GenerateJsonSchema):
@@ -81,7 +83,7 @@ OUTPUT_SCHEMA = {
     "type": "object",
     "anyOf": [
         self_contained(TypeAdapter(shape).json_schema(schema_generator=_ForClients), described=False)
-        for shape in (RunState, ErrorOutcome)
+        for shape in (RunState, ErrorOutcome, RunningOutcome)
     ],
 }
 """Every result matches it, and the official clients check each one: the shape without descriptions or formats."""
