@@ -20,13 +20,10 @@ from anyio.abc import TaskGroup
 
 from .. import telemetry
 from ..errors import CancelledByCallerError, RefactorError, RunLostError, TooManyPendingRunsError
-from ..models import RunState
-from ..tools.results import tool_result
+from ..tools.results import Outcome, tool_result
 from .store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
-
-Outcome = RunState | RefactorError
 
 HANDLE_BYTES = 18
 """144 random bits: a handle cannot be guessed, and it is bound to its caller besides."""
