@@ -97,8 +97,8 @@ def build_server(
         if tool is not None:
             subject = caller.subject if caller is not None else None
             return await watch.run(ctx, partial(runner.call, tool, params.arguments, report, subject, owner))
-        if params.name == GET_RUN:
-            return await runner.get_run(params.arguments, report, owner)
+        if params.name == GET_RUN:  # a caller that leaves stops the waiting, never the run
+            return await watch.run(ctx, partial(runner.get_run, params.arguments, report, owner))
         return await runner.cancel_run(params.arguments, owner)
 
     server = Server(

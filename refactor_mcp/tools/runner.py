@@ -58,22 +58,20 @@ class ToolRunner:
     ) -> CallToolResult:
         """The whole call, as telemetry sees it: one call scope, told the runnable and how the call ended."""
         with telemetry.call_scope(tool.tool.name, caller_sub) as watched:
+            name = tool.tool.name
             try:
                 planned = tool.plan(arguments)
-                watched.runnable_id = planned.runnable_id
-                body = self._resolver.body(planned.request, planned.labels)
+                runnable_id = watched.runnable_id = planned.runnable_id
+                work = partial(self._outcome, runnable_id, self._resolver.body(planned.request, planned.labels))
+                run = await self._keeper.start(name, runnable_id, owner, work) if self._wait > 0 else None
             except RefactorError as error:
                 watched.ended(error)
                 return error_result(error, self._text_limit)
-            name, runnable_id, timeout = tool.tool.name, planned.runnable_id, planned.request.timeout_seconds
-            run = None
+            timeout = planned.request.timeout_seconds
             try:
-                if self._wait <= 0:  # waits to the end, in the call's own task
-                    outcome = await self._heartbeat(
-                        self._outcome(runnable_id, body), runnable_id, timeout, report_progress
-                    )
+                if run is None:  # no wait set: the run is awaited to its end in the call's own task
+                    outcome = await self._heartbeat(work(), runnable_id, timeout, report_progress)
                 else:
-                    run = await self._keeper.start(name, runnable_id, owner, partial(self._outcome, runnable_id, body))
                     await self._heartbeat(_waited(run.done, self._wait), runnable_id, timeout, report_progress)
                     if run.outcome is None:
                         self._keeper.detach(run)
