@@ -195,7 +195,7 @@ class RunRequest(BaseModel):
         default=None, description="The run's inputs, each under the name the runnable expects."
     )
     timeout_seconds: TimeoutSeconds | None = Field(
-        default=None, description="Seconds before re-factor stops the run; null or below 1: no limit."
+        default=None, description="Seconds before re-factor stops the run; omit it, or send 0, for no limit."
     )
     telemetry_strategy: TelemetryStrategy = Field(
         default="default",

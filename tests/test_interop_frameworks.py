@@ -1,5 +1,6 @@
-"""The listed tools as agent frameworks take them: google-genai's strict schema conversion and LangChain's OpenAI tool
-conversion (schema level, no network), and openai-agents' own MCP client calling the server with a scripted model.
+"""The listed tools as agent frameworks take them: google-genai's strict schema conversion and its `parameters=`
+Schema, LangChain's OpenAI tool conversion (schema level, no network), and openai-agents' own MCP client calling
+the server with a scripted model.
 
 Each starts from what the real server lists (run_runnable and two named tools), not from our own constants.
 """
@@ -62,14 +63,40 @@ async def test_google_genai_converts_every_tool_strictly_with_nothing_dropped(li
         for at, node in ours.items():
             if "description" in node:
                 assert theirs[at].get("description") == node["description"], f"{tool.name}{at}: description lost"
-            types = node.get("type")
-            if isinstance(types, list):
-                assert theirs[at]["nullable"] is True, f"{tool.name}{at}: null lost"
-            if "object" in (types if isinstance(types, list) else [types]):
-                assert theirs[at]["type"] == genai.Type.OBJECT
+            if "type" in node:
+                assert theirs[at]["type"] == genai.Type(node["type"].upper()), f"{tool.name}{at}: type changed"
+            assert "nullable" not in theirs[at], f"{tool.name}{at}: null is not advertised"
         if tool.name == "run_runnable":
             timeout = converted["properties"]["timeout_seconds"]
-            assert (timeout["type"], timeout["nullable"]) == (genai.Type.INTEGER, True)
+            assert timeout["type"] == genai.Type.INTEGER
+
+
+def genai_types_lowered(node: Any) -> Any:
+    """google-genai's Schema dumped back to JSON Schema: only its type names differ, upper-case."""
+    if isinstance(node, dict):
+        return {
+            key: value.lower() if key == "type" and isinstance(value, str) else genai_types_lowered(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [genai_types_lowered(item) for item in node]
+    return node
+
+
+async def test_google_genai_takes_every_tool_as_parameters_with_nothing_lost(listed: list[Tool]) -> None:
+    """The path of mcpadapt (smolagents and others): the input schema as a function declaration's `parameters`,
+    google-genai's own Schema model, which refuses a type list. Dumped back, it is the input schema exactly."""
+    from google.genai import types as genai
+
+    assert len(listed) == 5
+    for tool in listed:
+        given = {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}
+        (declaration,) = genai.Tool(function_declarations=[given]).function_declarations or []
+        assert declaration == genai.FunctionDeclaration(**given), f"{tool.name}: the two forms differ"
+        assert (declaration.name, declaration.description) == (tool.name, tool.description)
+        assert declaration.parameters is not None
+        back = declaration.parameters.model_dump(mode="json", by_alias=True, exclude_none=True)
+        assert genai_types_lowered(back) == tool.input_schema, f"{tool.name}: a field or description lost"
 
 
 async def test_langchain_converts_every_tool_to_an_openai_tool_unchanged(listed: list[Tool]) -> None:

@@ -67,12 +67,17 @@ def check(seen: dict[str, Any], api: Emulator) -> None:
         "tags",
         "metadata",
     }
-    assert schema["properties"]["timeout_seconds"]["type"] == ["integer", "null"], "null for no timeout is kept"
+    assert schema["properties"]["timeout_seconds"]["type"] == "integer", "no null advertised: omit it or send 0"
     assert '"kind": "id"' in langchain["byId"]["content"] or '"kind":"id"' in langchain["byId"]["content"]
     assert '"mime_type":"text/plain"' in langchain["inline"]["content"].replace(" ", "")
     assert FAILED in langchain["failed"]["thrown"], "LangChain.js raises a ToolException carrying the run's message"
-    sent = [request["runnable_id"] for request in api.requests()]
-    assert sent == [ECHO, FAIL, ECHO, ECHO, FAIL], "the invalid call never reached the API"
+    assert "did not match expected schema" in langchain["nullTimeout"]["thrown"], "LangChain.js checks the schema"
+    requests = api.requests()
+    sent = [request["runnable_id"] for request in requests]
+    assert sent == [ECHO, FAIL, ECHO, ECHO, FAIL], "the invalid calls never reached the API"
+    # No limit both ways: the SDK's timeout_seconds null is omitted, LangChain.js's 0 is sent as it is.
+    assert "timeout_seconds" not in requests[0]["body"]
+    assert requests[2]["body"]["timeout_seconds"] == 0
 
 
 def test_over_stdio(api: Emulator, interop_client: Path) -> None:

@@ -9,11 +9,16 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import BaseModel
 
+from refactor_mcp import Settings
 from refactor_mcp.models import RunRequest
 from refactor_mcp.tools.arguments import RunRunnableArguments
-from refactor_mcp.tools.definitions import GENERIC
+from refactor_mcp.tools.definitions import GENERIC, HANDLE_TOOLS, GetRunArguments, tools_for
 from refactor_mcp.tools.schemas import OUTPUT_SCHEMA
+
+from .support import SLEEP, call, in_process, sleep_for
+from .test_runnables_e2e import RUNNABLES
 
 INPUT_SCHEMA = GENERIC.tool.input_schema
 
@@ -46,25 +51,22 @@ BOUNDS = {"body.timeout_seconds": {"minimum": -(2**31), "maximum": 2**31 - 1}}
 """Ranges the spec leaves open, chosen by us: its bare `integer` read as int32, what generators and SQL make of it."""
 
 
-def covers(
-    spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False, optional: bool = False
-) -> list[str]:
+def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: bool = False) -> list[str]:
     """Differences between a spec schema node and ours: types, enums, defaults, formats, bounds, properties.
 
-    For input, types must be the spec's, plus null for an `optional` field with no default (the server takes
-    that null as omitted),
-    and every field the spec requires is required. For output (what the API sends), ours must accept at least
-    what the spec allows: its types, null wherever it says `nullable`, and no field required that it does not
-    require. Descriptions are ours, written for a model; the output schema leaves out descriptions and formats,
-    which only cost the clients that check every result.
+    For input, types must be the spec's, with no null where it does not say `nullable` (nowhere in the request
+    body): an optional field is omitted, so null is not advertised, though the server still takes it as omitted
+    (test_every_null_the_server_takes_is_taken_but_not_advertised); and every field the spec requires is required.
+    For output (what the API sends), ours must accept at least what the spec allows: its types, null wherever it
+    says `nullable`, and no field required that it does not require. Descriptions are ours, written for a model;
+    the output schema leaves out descriptions and formats, which only cost the clients that check every result.
 
     The one deliberate difference in shape: the spec's `oneOf` is our `anyOf` (google-genai refuses `oneOf`). Its
     branches are disjoint, so the two accept the same values; test_the_resource_union_is_an_anyof_of_disjoint_forms.
     """
     spec = resolve(spec)
     problems = []
-    nullable = spec.get("nullable") if output else optional and "default" not in spec
-    want = types_of(spec) | ({"null"} if nullable else set())
+    want = types_of(spec) | ({"null"} if spec.get("nullable") else set())
     have = types_of(ours)
     if want and not (want <= have if output else want == have):
         problems.append(f"{path}: type {have} does not fit {want}")
@@ -83,9 +85,7 @@ def covers(
     if spec_props and set(spec_props) | EXTRA_PROPERTIES.get(path, set()) != set(our_props):
         problems.append(f"{path}: properties {sorted(our_props)} != {sorted(spec_props)}")
     for name in set(spec_props) & set(our_props):
-        problems += covers(
-            spec_props[name], our_props[name], f"{path}.{name}", output=output, optional=name not in our_required
-        )
+        problems += covers(spec_props[name], our_props[name], f"{path}.{name}", output=output)
     if "items" in spec:
         problems += covers(spec["items"], main.get("items", {}), f"{path}[]", output=output)
     if "oneOf" in ours:
@@ -137,10 +137,54 @@ NULLS = [
 
 
 @pytest.mark.parametrize("arguments", NULLS, ids=lambda a: json.dumps(a)[:60])
-def test_every_null_the_server_takes_is_in_the_schema(arguments: dict[str, Any]) -> None:
+def test_every_null_the_server_takes_is_taken_but_not_advertised(arguments: dict[str, Any]) -> None:
+    """A model omits an optional field (google-genai's `parameters=` refuses a type list with null); a client that
+    sends null anyway, as these did when the schema advertised it, still gets what omitting it gives."""
     arguments = {"runnable_id": BY_ID["id"], **arguments}
     RunRunnableArguments.model_validate(arguments)
-    jsonschema.validate(arguments, INPUT_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError, match="None is not of type"):
+        jsonschema.validate(arguments, INPUT_SCHEMA)
+
+
+def test_no_input_schema_advertises_null_and_the_server_still_takes_it(tmp_path: Path) -> None:
+    """Every tool's input: run_runnable, the named tools of a runnables file (an optional input is `ResourceForm |
+    None`) and the handle tools (get_run's `wait_seconds` is `float | None`)."""
+    path = tmp_path / "runnables.toml"
+    path.write_text(RUNNABLES)
+    named = {tool.tool.name: tool for tool in tools_for(Settings(runnables_file=path))}
+    schemas = {name: tool.tool.input_schema for name, tool in named.items()}
+    schemas |= {tool.name: tool.input_schema for tool in HANDLE_TOOLS}
+    assert sorted(schemas) == ["cancel_run", "count-words", "get_run", "run_runnable", "summarize_contract"]
+    for name, schema in schemas.items():
+        assert '"null"' not in json.dumps(schema), name
+        jsonschema.Draft202012Validator.check_schema(schema)
+    taken: list[tuple[type[BaseModel], dict[str, Any], dict[str, Any]]] = [
+        (named["count-words"].arguments, schemas["count-words"], {"document": None, "timeout_seconds": None}),
+        (GetRunArguments, schemas["get_run"], {"handle": "h", "wait_seconds": None}),
+    ]
+    for model, schema, arguments in taken:
+        model.model_validate(arguments)
+        assert not jsonschema.Draft202012Validator(schema).is_valid(arguments)
+        assert jsonschema.Draft202012Validator(schema).is_valid({k: v for k, v in arguments.items() if v is not None})
+    assert schemas["get_run"]["properties"]["wait_seconds"] == {
+        "type": "number",
+        "minimum": 0,
+        "description": GetRunArguments.model_fields["wait_seconds"].description,
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("seconds", "status"), [(None, "completed"), (0, "completed"), (1, "timeout")])
+async def test_timeout_seconds_null_or_0_runs_with_no_timeout(seconds: int | None, status: str) -> None:
+    """The description steers a model to omit it or send 0; a null is still taken, as omitted. A run longer than a
+    second finishes with either, and is stopped at 1."""
+    async with in_process() as (session, api):
+        result = await call(session, {**sleep_for(1.2), "timeout_seconds": seconds})
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == status
+    (request,) = api.requests()
+    assert request["runnable_id"] == SLEEP
+    assert request["body"].get("timeout_seconds", "omitted") == ("omitted" if seconds is None else seconds)
 
 
 def test_a_null_the_server_refuses_is_not_in_the_schema() -> None:
@@ -185,6 +229,14 @@ def test_covers_reports_a_changed_property() -> None:
         "body.resources[].resource: oneOf, which google-genai refuses",
         "body.telemetry_strategy: enum ['default'] != ['disable', 'default', 'force']",
     ]
+
+
+def test_covers_reports_an_advertised_null() -> None:
+    nullable = json.loads(json.dumps(INPUT_SCHEMA))
+    del nullable["properties"]["runnable_id"]
+    nullable["properties"]["timeout_seconds"]["type"] = ["integer", "null"]
+    (problem,) = covers(REQUEST, nullable, "body")
+    assert problem.startswith("body.timeout_seconds: type {")
 
 
 def test_timeout_seconds_has_the_int32_range_and_nothing_else_a_bound() -> None:

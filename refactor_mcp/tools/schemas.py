@@ -19,8 +19,8 @@ from .results import RunningOutcome
 
 
 class _ForClients(GenerateJsonSchema):
-    """Schemas every framework converts: `anyOf` rather than `oneOf` (google-genai refuses `oneOf`), null shown where
-    the server accepts it, and no `default: null` (an omitted argument already means that)."""
+    """Schemas every framework converts: `anyOf` rather than `oneOf` (google-genai refuses `oneOf`), and no
+    `default: null` (an omitted argument already means that)."""
 
     def tagged_union_schema(self, schema: core_schema.TaggedUnionSchema) -> JsonSchemaValue:
         union = super().tagged_union_schema(schema)
@@ -35,11 +35,14 @@ class _ForClients(GenerateJsonSchema):
 
 def self_contained(schema: dict[str, Any], *, described: bool = True) -> dict[str, Any]:
     """Inline every `$ref` into its `$defs` entry; drop titles, and descriptions of whole models (docstrings are for
-    developers). Without `described`, drop every description and format too, and `additionalProperties` (the
-    output's objects are open, JSON Schema's default): nothing to read, less to check.
+    developers). `described` is for a schema a model fills in (a tool's input); without it, for one clients check
+    (the output): drop every description and format too, and `additionalProperties` (the output's objects are open,
+    JSON Schema's default): nothing to read, less to check.
 
-    `anyOf: [X, {"type": "null"}]` becomes X with a type list, `["integer", "null"]`: google-genai keeps a type list's
-    description and LangChain.js its type, where each loses them from an `anyOf`.
+    A null branch (`anyOf: [X, {"type": "null"}]`) is where the server takes null. In an input it is dropped, and a
+    single option left is inlined: an omitted argument already means unset, so null would tell a model nothing, and
+    google-genai's `Schema` (the `parameters=` of a function declaration) refuses a type list. In the output, where
+    null is a real value, it becomes a type list, `["integer", "null"]`, rather than an `anyOf`.
     """
     defs = schema.pop("$defs", {})
     dropped = {"title"} if described else {"title", "description", "format", "additionalProperties"}
@@ -58,11 +61,14 @@ def self_contained(schema: dict[str, Any], *, described: bool = True) -> dict[st
             if in_properties or key not in dropped
         }
         options = node.get("anyOf", [])
-        if {"type": "null"} in options and len(options) == 2:
-            (kept,) = (option for option in options if option != {"type": "null"})
-            if isinstance(kept.get("type"), str):
-                rest = {key: value for key, value in node.items() if key != "anyOf"}
-                return {**kept, **rest, "type": [kept["type"], "null"]}
+        if {"type": "null"} not in options:
+            return node
+        kept = [option for option in options if option != {"type": "null"}]
+        rest = {key: value for key, value in node.items() if key != "anyOf"}
+        if described:
+            return {**kept[0], **rest} if len(kept) == 1 else {**node, "anyOf": kept}
+        if len(kept) == 1 and isinstance(kept[0].get("type"), str):
+            return {**kept[0], **rest, "type": [kept[0]["type"], "null"]}
         return node
 
     result: dict[str, Any] = walk(schema)

@@ -51,6 +51,8 @@ async function langchainCall(tool, args) {
   }
 }
 
+// timeout_seconds: null (no limit) is taken at run time though the schema does not advertise it: the SDK sends
+// arguments as they are, while LangChain.js checks them against the schema first, so it sends 0 (no limit too).
 const sdk = {
   completed: await sdkCall({ runnable_id: ids.echo, timeout_seconds: null, resources: [{ name: "note", resource: inline }] }),
   failed: await sdkCall({ runnable_id: ids.fail }),
@@ -64,11 +66,12 @@ const langchain = {
   schema: runTool.schema,
   byId: await langchainCall(runTool, {
     runnable_id: ids.echo,
-    timeout_seconds: null,
+    timeout_seconds: 0,
     resources: [{ name: "glossary", resource: { id: ids.fail } }],
   }),
   inline: await langchainCall(runTool, { runnable_id: ids.echo, resources: [{ name: "note", resource: inline }] }),
   failed: await langchainCall(runTool, { runnable_id: ids.fail }),
+  nullTimeout: await langchainCall(runTool, { runnable_id: ids.echo, timeout_seconds: null }),
 };
 
 await client.close();
