@@ -63,7 +63,11 @@ TEST_LIMIT = RUN_SECONDS + 45
 ERAS = ("legacy", "2026-07-28")
 SSE_MODES = {"stateful": (), "stateless": ("--stateless",)}
 JSON_MODE = ("--stateless", "--json-response")
-SERVER_ENV = {"REFACTOR_HTTP_ALLOWED_HOSTS": "127.0.0.1", "REFACTOR_HTTP_DRAIN_SECONDS": "0", "REFACTOR_RUN_WAIT_SECONDS": "0"}
+SERVER_ENV = {
+    "REFACTOR_HTTP_ALLOWED_HOSTS": "127.0.0.1",
+    "REFACTOR_HTTP_DRAIN_SECONDS": "0",
+    "REFACTOR_RUN_WAIT_SECONDS": "0",
+}
 """The doc's nginx config passes the client's Host, which the server accepts once listed; no drain at the end."""
 BARE_SITE = """
 server {

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -50,12 +52,16 @@ class PendingRun:
 class RunKeeper:
     """Starts runs in the server's task group, hands each to its call or to the store, cancels and closes them."""
 
+    live: ClassVar[weakref.WeakSet[RunKeeper]] = weakref.WeakSet()
+    """Every keeper of this process: a signal that ends the process at once (stdio's SIGTERM) reaches them all."""
+
     def __init__(self, store: RunStore, tasks: TaskGroup, max_pending: int, text_limit: int) -> None:
         self.store = store
         self._tasks = tasks
         self._max_pending = max_pending
         self._text_limit = text_limit
         self._pending: dict[str, PendingRun] = {}
+        RunKeeper.live.add(self)
 
     async def start(
         self, tool: str, runnable_id: str, owner: str, work: Callable[[], Awaitable[Outcome]]
@@ -79,9 +85,9 @@ class RunKeeper:
         del self._pending[run.record.handle]
         if run.outcome is None:  # stopped: by cancel_run, by the shutdown, or with its call
             run.outcome = run.stop_reason or CancelledByCallerError("The call was cancelled before it detached.")
-        run.done.set()
-        if run.detached:
+        if run.detached:  # stored before anyone waiting is told it ended
             await self._store(run.record, run.outcome)
+        run.done.set()
 
     async def _store(self, record: RunRecord, outcome: Outcome) -> None:
         result = tool_result(outcome, self._text_limit)
@@ -122,22 +128,29 @@ class RunKeeper:
             for run in list(self._pending.values()):
                 await run.done.wait()
         with anyio.CancelScope(shield=True):
-            for run in list(self._pending.values()):
-                logger.warning(
-                    "the server stops: run handle %s (runnable %s) was still going after %.0f s; its upstream request "
-                    "was closed",
-                    run.record.handle,
-                    run.record.runnable_id,
-                    self.elapsed(run.record),
-                )
-                run.stop_reason = RunLostError(
-                    f"The server stopped while run handle {run.record.handle} (runnable {run.record.runnable_id}) was "
-                    "still going, and closed its request to re-factor. The run may have finished on re-factor: check "
-                    "there before starting it again."
-                )
-                run.scope.cancel()
+            stopping = list(self._pending.values())
+            self.stop_now()
+            for run in stopping:
                 with anyio.move_on_after(5):
                     await run.done.wait()
+
+    def stop_now(self) -> None:
+        """Close every pending run's upstream request, each logged with its handle and runnable, and stored as lost
+        once its task ends."""
+        for run in self._pending.values():
+            logger.warning(
+                "the server stops: run handle %s (runnable %s) was still going after %.0f s; its upstream request "
+                "was closed",
+                run.record.handle,
+                run.record.runnable_id,
+                self.elapsed(run.record),
+            )
+            run.stop_reason = RunLostError(
+                f"The server stopped while run handle {run.record.handle} (runnable {run.record.runnable_id}) was "
+                "still going, and closed its request to re-factor. The run may have finished on re-factor: check "
+                "there before starting it again."
+            )
+            run.scope.cancel()
 
     @staticmethod
     def elapsed(record: RunRecord) -> float:

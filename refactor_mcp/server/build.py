@@ -26,7 +26,7 @@ from mcp.types import (
 )
 
 from .._version import __version__
-from ..auth.caller import Caller, current_caller, log_call
+from ..auth.caller import current_caller, log_call
 from ..client import RefactorClient
 from ..config import Settings
 from ..resources import ResourceResolver
@@ -43,16 +43,6 @@ INSTRUCTIONS = (
     "run to end and returns its outputs, usage and cost. A run still going after the server's wait comes back "
     "with a handle: get_run waits for its outcome, cancel_run stops it."
 )
-
-
-def owner_of(caller: Caller | None) -> str:
-    """Whose runs a caller may read: the authenticated identity (issuer and subject, else the client, as the static
-    token's), or over stdio and unauthenticated loopback HTTP, the one local user."""
-    if caller is None:
-        return "local"
-    if caller.subject is not None:
-        return f"sub:{caller.issuer or ''}:{caller.subject}"
-    return f"client:{caller.client_id}"
 
 
 def build_server(
@@ -93,7 +83,8 @@ def build_server(
         log_call(caller, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        runner, owner = ctx.lifespan_context, owner_of(caller)
+        # Whose runs the caller may read: its identity, or over stdio and unauthenticated loopback HTTP, the one user.
+        runner, owner = ctx.lifespan_context, caller.key if caller is not None else "local"
         if tool is not None:
             subject = caller.subject if caller is not None else None
             return await watch.run(ctx, partial(runner.call, tool, params.arguments, report, subject, owner))

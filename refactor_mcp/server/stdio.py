@@ -1,14 +1,19 @@
 """MCP over this process's stdin and stdout, the transport clients use when they spawn the server.
 
-Logs go to stderr only: stdout is the protocol. A line on stdin that is not a JSON-RPC message gets the
+Logs go to stderr only: stdout is the protocol. When the client closes stdin, runs still pending get the shutdown
+grace; clients then send SIGTERM (the Python SDK after 2 s), which ends the process at once, as it always did, but
+first logs each run still going, with its handle and runnable. A line on stdin that is not a JSON-RPC message gets the
 protocol's error answer and a line on stderr; the SDK alone drops it silently, leaving a client (or a person
 typing at a terminal) waiting with no clue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Self
+import os
+import signal
+from typing import NoReturn, Self
 
 import anyio
 from mcp.server.stdio import stdio_server
@@ -19,6 +24,7 @@ from pydantic import ValidationError
 
 from .. import telemetry
 from ..config import Settings
+from ..runs.keeper import RunKeeper
 from .build import build_server
 
 logger = logging.getLogger(__name__)
@@ -28,9 +34,19 @@ async def serve_stdio(settings: Settings) -> None:
     """Serve MCP over this process's stdin and stdout until the client closes them."""
     telemetry.configure_sdk(serves_http=False)
     server = build_server(settings)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _terminated)
     async with stdio_server() as (read_stream, write_stream):
         answered = _ParseErrorsAnswered(read_stream, write_stream)
         await server.run(answered, write_stream, server.create_initialization_options())
+
+
+def _terminated() -> NoReturn:
+    """SIGTERM: stop at once (the SDK reads stdin in a thread nothing can cancel), the pending runs logged first;
+    their upstream connections close with the process."""
+    for keeper in list(RunKeeper.live):
+        keeper.stop_now()
+    logging.shutdown()
+    os._exit(128 + signal.SIGTERM)
 
 
 class _ParseErrorsAnswered:
