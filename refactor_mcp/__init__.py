@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     BadResponseError,
+    InvalidApiKeyError,
     InvalidInputError,
     MissingApiKeyError,
     NetworkError,
@@ -55,6 +56,7 @@ _MODULE_OF = {"RefactorClient": "client", "Settings": "config"} | dict.fromkeys(
 __all__ = [
     "BadResponseError",
     "InlineResource",
+    "InvalidApiKeyError",
     "InvalidInputError",
     "MissingApiKeyError",
     "ModelUsage",

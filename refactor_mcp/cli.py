@@ -174,7 +174,7 @@ def _settings(args: argparse.Namespace) -> Settings | None:
             (f"REFACTOR_{str(e['loc'][0]).upper()}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
-        print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
+        _invalid(problems)
         return None
     if settings.runnables_file is not None:
         from .tools.runnables import RunnablesFileError, load
@@ -187,11 +187,21 @@ def _settings(args: argparse.Namespace) -> Settings | None:
     return settings
 
 
+def _invalid(problems: str) -> None:
+    print(f"refactor-mcp: invalid configuration: {problems}", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return 2
     configure_logging(settings)
+    if settings.api_key_problem is not None:  # over stdio only: Settings refuses it over HTTP
+        logging.getLogger("refactor_mcp").error(
+            "%s. Serving anyway, so that the client shows the tools: every call answers invalid_api_key until the "
+            "key is corrected and the server restarted.",
+            settings.api_key_problem,
+        )
     if settings.transport == "stdio":
         signal.signal(signal.SIGINT, _interrupted)
     # Clients spawn the server and wait for it: importing the SDK allocates a great deal and frees almost
@@ -228,6 +238,9 @@ def _interrupted(signum: int, frame: FrameType | None) -> NoReturn:
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
+        return 2
+    if settings.api_key_problem is not None:
+        _invalid(settings.api_key_problem)
         return 2
     from .check import run_check
 

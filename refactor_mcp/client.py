@@ -25,7 +25,9 @@ from . import telemetry
 from ._version import __version__
 from .config import MAX_WAIT_SECONDS, Settings
 from .errors import (
+    RUN_MAY_EXIST,
     BadResponseError,
+    InvalidApiKeyError,
     MissingApiKeyError,
     NetworkError,
     RequestTimeoutError,
@@ -146,6 +148,11 @@ class RefactorClient:
         """
         if not isinstance(body, RunBody):
             body = RunBody(body)
+        if self.settings.api_key_problem is not None:
+            raise InvalidApiKeyError(
+                f"{self.settings.api_key_problem}. Correct it in the MCP client's configuration for this server (in "
+                "Claude Desktop: the extension's settings), then restart the server. Nothing was sent to re-factor."
+            )
         if self.settings.api_key is None:
             raise MissingApiKeyError(
                 "No re-factor API key is configured. Set the REFACTOR_API_KEY environment variable in the MCP "
@@ -224,15 +231,14 @@ class RefactorClient:
             waited = deadline if isinstance(exc, TimeoutError) else read
             raise RequestTimeoutError(
                 f"No complete answer from the re-factor API within {waited:g} s ({type(exc).__name__}). The run may "
-                "still finish on re-factor. Pass a larger timeout_seconds for long runs, or raise "
-                "REFACTOR_READ_TIMEOUT_SECONDS."
+                "still finish on re-factor: check there before calling again, since calling again starts a second "
+                "run. For long runs, pass a larger timeout_seconds, or raise REFACTOR_READ_TIMEOUT_SECONDS."
             ) from None
         except httpx2.TransportError as exc:
             raise NetworkError(
                 f"The connection to the re-factor API at {self.settings.base_url} failed during the call "
-                f"({type(exc).__name__}: {self._redactor.text(str(exc)) or 'no detail'}). The run may have started; "
-                "it was "
-                "not retried, so it cannot run twice."
+                f"({type(exc).__name__}: {self._redactor.text(str(exc)) or 'no detail'}); it was not retried. "
+                f"{RUN_MAY_EXIST}"
             ) from None
         return response
 
@@ -277,7 +283,7 @@ class RefactorClient:
                 )
         raise BadResponseError(
             f"The re-factor API's answer is larger than REFACTOR_MAX_RESPONSE_BYTES ({limit:,} bytes); it was not "
-            "read, to keep the server's memory safe. Raise the limit if such outputs are expected.",
+            f"read, to keep the server's memory safe. Raise the limit if such outputs are expected. {RUN_MAY_EXIST}",
             http_status=response.status_code,
         )
 
@@ -302,7 +308,7 @@ class RefactorClient:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
                 raise BadResponseError(
                     f"The re-factor API answered with JSON that is not a RunState ({problems}). The body is kept in "
-                    "error.details.",
+                    f"error.details. {RUN_MAY_EXIST}",
                     http_status=response.status_code,
                     details=body,
                 ) from None
@@ -316,6 +322,6 @@ class RefactorClient:
         raise BadResponseError(
             f"The re-factor API answered HTTP {response.status_code} with a body that is not a JSON object "
             f"(content-type {response.headers.get('content-type', 'none')!r}): {text[:200]!r}. Check that "
-            "REFACTOR_BASE_URL points at the re-factor API and not at a proxy or login page.",
+            f"REFACTOR_BASE_URL points at the re-factor API and not at a proxy or login page. {RUN_MAY_EXIST}",
             http_status=response.status_code,
         )

@@ -21,7 +21,8 @@ from .redaction import Redactor, secret_problem
 DEFAULT_BASE_URL = "https://api.re-factor.ai"
 
 SECRETS = ("api_key", "mcp_http_token", "oauth_client_secret")
-"""Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside, redacted."""
+"""Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside (the API key of a
+stdio server is unset instead, its problem kept), redacted."""
 
 MAX_WAIT_SECONDS = 24 * 60 * 60
 """Upper bound of every duration setting and of a run's read timeout. A sync request is silent until its run ends,
@@ -205,12 +206,18 @@ class Settings(BaseSettings):
     )
 
     _trimmed: list[str] = PrivateAttr(default_factory=list)
+    _api_key_problem: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="wrap")
     @classmethod
     def _clean_input(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
-        """Drop placeholders, and strip the whitespace people paste around secrets (a file's trailing newline)."""
-        trimmed, problems = [], []
+        """Drop placeholders, and strip the whitespace people paste around secrets (a file's trailing newline).
+
+        A malformed API key is dropped and its problem kept (`api_key_problem`), so that a stdio server starts and
+        says it at each call: a client hides a server that exits. Over HTTP it is refused, as other secrets are:
+        an operator reads the exit.
+        """
+        trimmed, problems, key_problem = [], [], None
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if not (isinstance(v, str) and v.startswith("${"))}
             for name in SECRETS:
@@ -219,16 +226,27 @@ class Settings(BaseSettings):
                 if not isinstance(raw, str):
                     continue
                 secret = raw.strip()
-                if secret != raw:
-                    trimmed.append(f"REFACTOR_{name.upper()}")
-                if problem := secret_problem(secret):
+                problem = secret_problem(secret)
+                if problem and name == "api_key":
+                    key_problem, secret = f"REFACTOR_API_KEY {problem}", ""
+                elif problem:
                     problems.append(f"REFACTOR_{name.upper()} {problem}")
+                elif secret != raw:
+                    trimmed.append(f"REFACTOR_{name.upper()}")
                 data[name] = secret or None
         if problems:
             raise ValueError("; ".join(problems))
         settings = handler(data)
+        if key_problem is not None and settings.transport == "http":
+            raise ValueError(key_problem)
         settings._trimmed = trimmed
+        settings._api_key_problem = key_problem
         return settings
+
+    @property
+    def api_key_problem(self) -> str | None:
+        """Why the configured API key cannot be used (it is then unset), in words that do not show it."""
+        return self._api_key_problem
 
     def redactor(self) -> Redactor:
         """What scrubs this configuration's secrets from texts that leave the process."""

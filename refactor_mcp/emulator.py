@@ -676,7 +676,8 @@ async def _sleep(request: Request, entry: dict[str, Any], run: _RunRequest, crea
     if await _unless_disconnected(request.receive, entry, partial(anyio.sleep, delay if timeout is None else timeout)):
         return Response(status_code=_CLIENT_CLOSED)
     if timeout is not None:
-        error = {"message": f"The run did not finish within its timeout of {timeout} seconds.", "code": "timeout"}
+        unit = "second" if timeout == 1 else "seconds"
+        error = {"message": f"The run did not finish within its timeout of {timeout} {unit}.", "code": "timeout"}
         return JSONResponse(_run_state(run, SLEEP_ID, created_at, "timeout", {}, error))
     return JSONResponse(_run_state(run, SLEEP_ID, created_at, "completed", {"slept_seconds": delay}))
 

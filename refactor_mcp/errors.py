@@ -13,6 +13,7 @@ from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only 
 
 ErrorCode = Literal[
     "missing_api_key",
+    "invalid_api_key",
     "invalid_input",
     "unauthorized",
     "not_found",
@@ -28,6 +29,13 @@ ErrorCode = Literal[
     "run_lost",
     "too_many_pending_runs",
 ]
+
+RUN_MAY_EXIST = (
+    "The run may have started, and be billed, on re-factor: before calling again, check there whether this runnable "
+    "has a new run; calling again starts a second one."
+)
+"""What every failure after which a run may exist tells the model: it was not retried, and the model should not
+retry it blindly either."""
 
 Details: TypeAlias = dict[str, Any] | None
 """`{"problems": [...]}` for invalid arguments, or the JSON object the API answered: kept so nothing is lost."""
@@ -70,6 +78,10 @@ class RefactorError(Exception):
 
 class MissingApiKeyError(RefactorError):
     code = "missing_api_key"
+
+
+class InvalidApiKeyError(RefactorError):
+    code = "invalid_api_key"
 
 
 class InvalidInputError(RefactorError):
@@ -169,9 +181,15 @@ def error_for_status(
             http_status=status,
             details=details,
         )
+    if status == 503:  # refused before any run started, as 429: the one 5xx that is retried
+        return UpstreamError(
+            f"The re-factor API is unavailable (HTTP 503) and started no run. {wait or 'Try again later.'}{said}",
+            http_status=status,
+            details=details,
+        )
     if status >= 500:
         return UpstreamError(
-            f"The re-factor API failed (HTTP {status}). This is on the API's side: {wait or 'try again later.'}{said}",
+            f"The re-factor API failed (HTTP {status}) after it received the request. {RUN_MAY_EXIST}{said}",
             http_status=status,
             details=details,
         )

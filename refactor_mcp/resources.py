@@ -26,6 +26,16 @@ import anyio.to_thread
 from .errors import InvalidInputError, PathNotAllowedError, ResourceTooLargeError
 from .models import InlineResource, ResourceBinding, RunRequest
 
+EXTENSION_FOLDERS_SETTING = "Folders Claude may send files from"
+"""The title of the allowed directories in the Claude Desktop extension's settings (manifest.json), where its users
+allow a folder: they never see REFACTOR_ALLOWED_DIRS or --allow-dir."""
+ALLOW_A_FOLDER = (
+    "add its folder to the allowed directories, then restart the server: in Claude Desktop, the re-factor "
+    f'extension\'s setting "{EXTENSION_FOLDERS_SETTING}"; in other clients, REFACTOR_ALLOWED_DIRS (separated by '
+    f"{os.pathsep!r}) or --allow-dir DIR"
+)
+"""The fix of a refused `path`, as the user makes it in each client."""
+
 CHUNK_BYTES = 3 * 512 * 1024
 """File bytes read per step: a multiple of 3, so each chunk base64-encodes without padding."""
 
@@ -175,9 +185,8 @@ class ResourceResolver:
             raise InvalidInputError(f"{where}.path contains a NUL byte; give a plain file path.")
         if not self.allowed_dirs:
             raise PathNotAllowedError(
-                f"{where}.path: this server reads no local files. To allow it, set REFACTOR_ALLOWED_DIRS to the "
-                f"directories it may read (separated by {os.pathsep!r}), or start it with --allow-dir DIR, then "
-                "restart it. Or send the file as `text` or `content`."
+                f"{where}.path: this server reads no local files. To send this file, {ALLOW_A_FOLDER}. Or send "
+                "its contents as `text` or `content`."
             )
         candidate = Path(raw).expanduser()
         if not candidate.is_absolute():
@@ -187,7 +196,7 @@ class ResourceResolver:
             allowed = ", ".join(str(d) for d in self.allowed_dirs)
             raise PathNotAllowedError(
                 f"{where}.path: {raw!r} resolves to {resolved}, which is outside the allowed directories ({allowed}). "
-                "Move the file into one of them, or add its directory to REFACTOR_ALLOWED_DIRS."
+                f"Move the file into one of them, or {ALLOW_A_FOLDER}."
             )
         try:
             info = os.stat(resolved)

@@ -1,5 +1,6 @@
-"""Keys as people paste them: whitespace around a key is stripped with a warning, a damaged key is refused at
-start-up and by `check`, and no form of the key (as pasted, JSON-escaped, bytes-escaped) leaves the process."""
+"""Keys as people paste them: whitespace around a key is stripped with a warning, a damaged key is refused by
+`check` and by an HTTP server at start-up (a stdio server answers each call instead: test_second_hour.py), and no
+form of the key (as pasted, JSON-escaped, bytes-escaped) leaves the process."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_check_accepts_a_key_with_whitespace_around_it_and_warns(api: Emulator, 
     assert API_KEY not in checked.stdout + checked.stderr
 
 
-@pytest.mark.parametrize("command", [["serve"], ["check"], ["serve", "--transport", "http", "--port", "0"]])
+@pytest.mark.parametrize("command", [["check"], ["serve", "--transport", "http", "--port", "0"]])
 @pytest.mark.parametrize("problem", DAMAGED)
 def test_a_damaged_key_is_refused_at_start_naming_the_setting_not_the_key(
     api: Emulator, command: list[str], problem: str
@@ -95,8 +96,13 @@ def test_a_damaged_inbound_token_is_refused_too(api: Emulator) -> None:
 
 @pytest.mark.parametrize("mark", [REDACTED, REDACTED[1:-1], REDACTED[:-2]])
 def test_a_key_copied_from_a_redacted_log_is_refused_without_echoing_it(mark: str) -> None:
+    settings = Settings(api_key=mark)
+    assert settings.api_key is None
+    assert settings.api_key_problem is not None
+    assert settings.api_key_problem.startswith("REFACTOR_API_KEY is the mark that logs and results show")
+    assert mark not in settings.api_key_problem
     with pytest.raises(ValueError, match="REFACTOR_API_KEY is the mark that logs and results show") as refused:
-        Settings(api_key=mark)
+        Settings(api_key=mark, transport="http")
     assert mark not in str(refused.value)
 
 

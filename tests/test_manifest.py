@@ -27,6 +27,7 @@ from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 
 from refactor_mcp import Settings, __version__
 from refactor_mcp.cli import _parser
+from refactor_mcp.resources import EXTENSION_FOLDERS_SETTING
 from refactor_mcp.server import build_server
 
 from .support import API_KEY, Emulator
@@ -67,6 +68,9 @@ def disagreements(
             problems.append(f"optional user_config.{key} has no default")
     if sorted(tool["name"] for tool in manifest.get("tools", [])) != sorted(tool_names):
         problems.append(f"tools {manifest.get('tools')} != the server's {tool_names}")
+    folders = manifest.get("user_config", {}).get("allowed_dirs", {}).get("title")
+    if folders != EXTENSION_FOLDERS_SETTING:
+        problems.append(f"user_config.allowed_dirs is titled {folders!r}; path_not_allowed names it otherwise")
     if manifest["version"] != __version__:
         problems.append(f"version {manifest['version']} != the package's {__version__}")
     return problems
@@ -92,10 +96,12 @@ def altered(change: str) -> dict[str, Any]:
         manifest["tools"].append({"name": "ghost", "description": "not served"})
     elif change == "version":
         manifest["version"] = "9.9.9"
+    elif change == "folders title":
+        manifest["user_config"]["allowed_dirs"]["title"] = "Allowed folders"
     return manifest
 
 
-@pytest.mark.parametrize("change", ["env", "unused", "tools", "version"])
+@pytest.mark.parametrize("change", ["env", "unused", "tools", "version", "folders title"])
 async def test_the_agreement_check_notices_each_change(change: str) -> None:
     assert disagreements(altered(change), await server_tool_names()) != []
 

@@ -63,7 +63,7 @@ def summarize(state: RunState) -> str:
     elif state.status in ("running", "waiting"):
         lines = [
             f"Run {state.id} has not finished (status: {state.status}): the API answered before the run ended. "
-            f"It goes on on re-factor under run id {state.id}; the outputs below are partial, if any."
+            f"It continues on re-factor under run id {state.id}; the outputs below are partial, if any."
         ]
     else:
         error = result.error if result else None
