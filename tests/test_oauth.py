@@ -458,8 +458,9 @@ def test_a_rotated_key_is_accepted_within_60_s_without_a_restart(api: Emulator, 
         accepted = time.monotonic() - rotated
         assert server.process.poll() is None, "the server was not restarted"
         fetches = provider.requested().count("/oidc/jwks") - provider.own_jwks_fetches
-    # One fetch at the first token and one for the new key, however many tokens with it came meanwhile.
-    assert fetches == 2, (fetches, attempts)
+    # One fetch at start (the server checks the issuer can be reached), one at the first token and one for the new
+    # key, however many tokens with it came meanwhile.
+    assert fetches == 3, (fetches, attempts)
     print(f"rotated key accepted after {accepted:.1f} s and {attempts} attempts; {fetches} JWKS fetches")
 
 
@@ -510,3 +511,23 @@ def test_check_fetches_the_issuer_metadata_and_keys(api: Emulator, provider: Pro
     assert "REFACTOR_OAUTH_CLIENT_SECRET" in done.stdout
     assert "wrong-secret" not in done.stdout + done.stderr
     assert API_KEY not in done.stdout
+
+
+def test_an_unreachable_authorization_server_is_warned_at_start_and_answers_503_not_invalid_token(
+    api: Emulator,
+) -> None:
+    """The fault is the server's: a caller told its token is bad would look for the problem in the wrong place.
+    The static token, checked here, goes on working."""
+    issuer = f"http://127.0.0.1:{closed_port()}"
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": "k1"}).encode()).rstrip(b"=").decode()
+    jwt_shaped = f"{header}.e30.c2ln"
+    with http_server(api, REFACTOR_OAUTH_ISSUER=issuer) as server:
+        answer, static = attempt(server, jwt_shaped), attempt(server, TOKEN)
+        server.process.terminate()
+        _, stderr = server.process.communicate(timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"].isdigit()
+    assert "invalid_token" not in answer.text
+    assert "authorization server cannot be reached" in answer.json()["error_description"]
+    assert static.status_code == 200
+    assert f"WARNING refactor_mcp.server.http: cannot reach the authorization server {issuer}" in stderr, stderr

@@ -4,7 +4,9 @@ The shape is the MCP SDK's own (`mcp/server/auth`): the SDK's bearer backend ask
 context middleware leaves the accepted token where `caller.current_caller()` finds it. The static
 REFACTOR_MCP_HTTP_TOKEN is one more verifier (compared in constant time), beside the OAuth one when an issuer is
 configured. Refusals follow RFC 6750 and the MCP specification: 401 (with `invalid_token` only when a token was
-sent, and the metadata URL under OAuth), 403 naming the scope a token lacks.
+sent, and the metadata URL under OAuth), 403 naming the scope a token lacks. A token that cannot be checked
+because the authorization server cannot be reached gets 503 with Retry-After: the fault is the server's, not the
+token's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 
+RETRY_AFTER_SECONDS = 30
+"""What a caller is told to wait while the authorization server cannot be reached (the keys are refetched at most
+this often)."""
 STATIC_CLIENT = "static-token"
 """The client_id given to callers that present REFACTOR_MCP_HTTP_TOKEN."""
 
@@ -121,15 +126,36 @@ class Gate:
         self.app = app
         self._path = path
         metadata = None
+        self._unreachable: type[Exception] = _NeverRaised
         if settings.oauth_issuer is not None:
-            from .oauth import metadata_url
+            from .oauth import IssuerUnavailable, metadata_url
 
-            metadata = metadata_url(settings)
+            metadata, self._unreachable = metadata_url(settings), IssuerUnavailable
         required = RequireToken(app, settings, metadata)
         self._guarded = AuthenticationMiddleware(AuthContextMiddleware(required), backend=BearerAuthBackend(verifier))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self._path):
-            await self._guarded(scope, receive, send)
+            try:
+                await self._guarded(scope, receive, send)
+            except self._unreachable:
+                await _unavailable(send)
             return
         await self.app(scope, receive, send)
+
+
+class _NeverRaised(Exception):
+    """What a gate without OAuth catches: its verifiers never lack what they need to check a token."""
+
+
+async def _unavailable(send: Send) -> None:
+    """503: the token could not be checked, because the authorization server cannot be reached."""
+    description = "The authorization server cannot be reached to check the token; try again shortly."
+    body = json.dumps({"error": "temporarily_unavailable", "error_description": description}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -244,6 +244,8 @@ class OAuthVerifier(TokenVerifier):
         self._introspection = Introspection(http, settings) if settings.oauth_introspection_url else None
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        """The token's identity, or None when it is refused. Raises IssuerUnavailable when it cannot be checked:
+        the cause is on the server's side, and the gate says so (503), rather than that the token is bad."""
         try:
             try:
                 header = jwt.get_unverified_header(token)
@@ -254,6 +256,7 @@ class OAuthVerifier(TokenVerifier):
             logger.info("access token refused: %s", refusal)
         except IssuerUnavailable as exc:
             logger.warning("cannot check an access token: %s", exc)
+            raise
         return None
 
     async def _jwt(self, token: str, header: dict[str, Any]) -> AccessToken:
@@ -289,6 +292,20 @@ class OAuthVerifier(TokenVerifier):
         if isinstance(answer.get("exp"), int | float) and answer["exp"] + LEEWAY_SECONDS < time.time():
             raise Refused("an opaque token that has expired")
         return _access_token(token, answer)
+
+
+async def unreachable(settings: Settings) -> str | None:
+    """Why the issuer's metadata or keys cannot be had now, or None: said at start, so that an operator learns of
+    it before the first caller does."""
+    assert settings.oauth_issuer is not None
+    async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT) as http:
+        try:
+            await SigningKeys(http, settings.oauth_issuer, settings.oauth_jwks_url).key(None)
+        except IssuerUnavailable as exc:
+            return str(exc)
+        except Refused:  # reached, keys fetched: no lone key to pick is no problem here
+            pass
+    return None
 
 
 def metadata_routes(settings: Settings) -> list[Route]:

@@ -4,7 +4,9 @@ A server that holds an API key and listens on a network must let no one else use
 - every request to /mcp passes the gate (auth/gate.py): REFACTOR_MCP_HTTP_TOKEN or an OAuth access token, and
   the server refuses to start on a non-loopback address without either (see Settings). The inbound token is
   never forwarded upstream: the API key comes only from the server's own configuration;
-- Host and Origin are checked on every bind (the SDK does so only for loopback binds unless told);
+- Host and Origin are checked on every bind (the SDK does so only for loopback binds unless told). A refused
+  value is logged once, with the setting that would accept it: the SDK warns on every request and names no
+  setting, and the client sees only an error response;
 - `path` resources are refused unless REFACTOR_HTTP_ALLOW_PATHS is set: a remote caller must not read this
   machine's files.
 Stateless mode keeps no per-session state, so uvicorn workers or replicas behind any load balancer share the
@@ -20,6 +22,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
+import anyio
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -39,10 +42,27 @@ from .build import build_server
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
-LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
+"""With any port or none: a proxy on this machine that passes its client's Host (nginx's `$host`) drops the port."""
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 PROXY_IDLE_SECONDS = 60.0
 """How long a response may stay silent behind common proxies' defaults (nginx proxy_read_timeout, haproxy)."""
+REFUSALS = {
+    "Invalid Host header: ": (
+        "Host",
+        421,
+        "if clients reach this server by that name, add it to REFACTOR_HTTP_ALLOWED_HOSTS (comma-separated; a name "
+        "without a port accepts any port)",
+    ),
+    "Invalid Origin header: ": (
+        "Origin",
+        403,
+        "if web pages from that origin may call this server, add it to REFACTOR_HTTP_ALLOWED_ORIGINS (comma-separated)",
+    ),
+}
+"""The SDK's warning at a refused value, by the start of its text: the header, the status, what to do."""
+REFUSALS_LOGGED = 100
+"""Distinct refused values logged: a caller sending a new one each time must not grow the log or memory without end."""
 PATHS_OFF = (
     "`path` resources are off over HTTP: a remote caller must not read this server's files. Send the file as "
     "`text` or `content`, or, if every caller is trusted, start the server with REFACTOR_HTTP_ALLOW_PATHS=true "
@@ -73,10 +93,36 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+class RefusalLog(logging.Filter):
+    """Replaces the SDK's warning at each refused Host or Origin with ours: once per value, naming the setting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for start, (header, status, advice) in REFUSALS.items():
+            if message.startswith(start):
+                value = message.removeprefix(start)
+                if (header, value) not in self._logged and len(self._logged) < REFUSALS_LOGGED:
+                    self._logged.add((header, value))
+                    logger.warning(
+                        "a request with %s %r got %d (logged once per value): %s", header, value, status, advice
+                    )
+                return False
+        return True
+
+
+refusal_log = RefusalLog()
+"""One per process: the values it has logged are this process's."""
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app: MCP at /mcp behind the gate when a token or OAuth is configured, GET /healthz, and the
     routes of OAuth metadata and of telemetry exporters."""
     paths_off = None if settings.http_allow_paths else PATHS_OFF
+    logging.getLogger("mcp.server.transport_security").addFilter(refusal_log)  # the SDK's Host and Origin checks
     server = build_server(settings, paths_off=paths_off)
 
     async def healthz(request: Request) -> Response:
@@ -156,6 +202,8 @@ def serve_http(settings: Settings) -> int:
             settings.http_host,
             settings.http_host,
         )
+    if settings.oauth_issuer is not None:
+        _warn_if_issuer_unreachable(settings)
     if settings.http_workers > 1 and settings.run_wait_seconds > 0:
         logger.warning(
             "%d worker processes: a run that outlives the wait (%g s, REFACTOR_RUN_WAIT_SECONDS) is kept by the worker "
@@ -190,6 +238,19 @@ def serve_http(settings: Settings) -> int:
     target = f"{__name__}:app_from_environment"
     uvicorn.run(target, factory=True, workers=settings.http_workers, **options)  # type: ignore[arg-type]
     return 0
+
+
+def _warn_if_issuer_unreachable(settings: Settings) -> None:
+    """Said at start, so an operator learns it before the first caller is told 503."""
+    from ..auth.oauth import unreachable  # JWT and JWKS handling: only with OAuth on
+
+    if (problem := anyio.run(unreachable, settings)) is not None:
+        logger.warning(
+            "cannot reach the authorization server %s (%s): until it answers, callers with OAuth tokens get 503 and "
+            "Retry-After (the static token still works). `refactor-mcp check --transport http` checks it",
+            settings.oauth_issuer,
+            problem,
+        )
 
 
 def _as_environment(settings: Settings) -> dict[str, str]:

@@ -4,7 +4,9 @@ On SIGTERM or SIGINT a replica first turns /healthz to 503 while it goes on serv
 `http_drain_seconds`: a load balancer that connects just as a listener closes gets a refusal, and must not resend
 a POST that may have started a run, so the balancer is given time to stop sending first. Then the listener closes
 and the calls in flight get `http_shutdown_grace_seconds` to deliver their answers, over SSE or JSON; the same
-signal again stops at once.
+signal again stops at once. SIGINT with no call in flight skips the drain: it is Ctrl-C at a terminal (a balancer's
+supervisor sends SIGTERM), and a person waiting for the prompt has no balancer to wait for. Runs kept past their
+call (runs/keeper.py) are not calls: the lifespan's close gives them the grace either way.
 
 uvicorn closes the listener and waits for open connections when its own signal handler runs, so the drain sits in
 front of that handler: `GracefulShutdown` takes the signals over when the app starts (uvicorn has installed its
@@ -98,8 +100,18 @@ class GracefulShutdown:
         if sig in state.signals:
             self._stop_now(sig)
         elif not state.signals:
-            self._drain(sig)
+            if sig == signal.SIGINT and not state.calls:  # Ctrl-C with nothing to deliver: no balancer to wait for
+                self._stop_idle(sig)
+            else:
+                self._drain(sig)
         state.signals.add(sig)
+
+    def _stop_idle(self, sig: int) -> None:
+        state.draining = True
+        logger.warning(
+            "SIGINT with no call in flight: stopping without the drain (SIGTERM drains first, for load balancers)"
+        )
+        self._close_listener(sig)
 
     def _drain(self, sig: int) -> None:
         state.draining = True
@@ -113,17 +125,22 @@ class GracefulShutdown:
             len(state.calls),
         )
         assert self._loop is not None
-        self._loop.call_later(self._drain_seconds, self._close_listener, sig)
+        self._loop.call_later(self._drain_seconds, self._drained, sig)
 
-    def _close_listener(self, sig: int) -> None:
-        if state.closing:
+    def _drained(self, sig: int) -> None:
+        if state.closing:  # stopped at once meanwhile
             return
-        state.closing = True
         logger.warning(
             "drained: closing the listener; calls in flight get up to %g s to finish (calls in flight: %d)",
             self._grace_seconds,
             len(state.calls),
         )
+        self._close_listener(sig)
+
+    def _close_listener(self, sig: int) -> None:
+        if state.closing:
+            return
+        state.closing = True
         self._server_handlers[sig](sig, None)
         # uvicorn closes the listener and the idle connections at its next tick, a tenth of a second away: only
         # then can no new call come in, so only then may the streams left idle be ended.
