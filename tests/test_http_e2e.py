@@ -88,6 +88,8 @@ async def test_no_token_or_a_wrong_token_gets_401(api: Emulator, server: HttpSer
             await session.list_tools()
     assert raw.status_code == 401
     assert raw.headers["www-authenticate"].startswith("Bearer")
+    # RFC 6750 section 3.1: an error code only when credentials were sent.
+    assert ('error="invalid_token"' in raw.headers["www-authenticate"]) is (token is not None)
     assert statuses == [401], "the official client was refused at its first request"
     assert api.requests() == []
 
