@@ -83,14 +83,12 @@ def build_server(
         log_call(caller, params.name)
         wants_progress = bool(ctx.meta and ctx.meta.get("progress_token") is not None)
         report = ctx.session.report_progress if wants_progress else None
-        # Whose runs the caller may read: its identity, or over stdio and unauthenticated loopback HTTP, the one user.
-        runner, owner = ctx.lifespan_context, caller.key if caller is not None else "local"
+        runner = ctx.lifespan_context
         if tool is not None:
-            subject = caller.subject if caller is not None else None
-            return await watch.run(ctx, partial(runner.call, tool, params.arguments, report, subject, owner))
+            return await watch.run(ctx, partial(runner.call, tool, params.arguments, report, caller))
         if params.name == GET_RUN:  # a caller that leaves stops the waiting, never the run
-            return await watch.run(ctx, partial(runner.get_run, params.arguments, report, owner))
-        return await runner.cancel_run(params.arguments, owner)
+            return await watch.run(ctx, partial(runner.get_run, params.arguments, report, caller))
+        return await runner.cancel_run(params.arguments, caller)
 
     server = Server(
         "refactor-mcp",

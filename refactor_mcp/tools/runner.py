@@ -19,6 +19,7 @@ import anyio
 from mcp.types import CallToolResult, TextContent
 
 from .. import telemetry
+from ..auth.caller import Caller
 from ..client import RefactorClient
 from ..errors import RefactorError, UnknownHandleError
 from ..resources import ResourceResolver, RunBody
@@ -53,17 +54,16 @@ class ToolRunner:
         tool: RunnableTool,
         arguments: dict[str, Any] | None,
         report_progress: ProgressReporter | None = None,
-        caller_sub: str | None = None,
-        owner: str = "local",
+        caller: Caller | None = None,
     ) -> CallToolResult:
         """The whole call, as telemetry sees it: one call scope, told the runnable and how the call ended."""
-        with telemetry.call_scope(tool.tool.name, caller_sub) as watched:
+        with telemetry.call_scope(tool.tool.name, caller.subject if caller is not None else None) as watched:
             name = tool.tool.name
             try:
                 planned = tool.plan(arguments)
                 runnable_id = watched.runnable_id = planned.runnable_id
                 work = partial(self._outcome, runnable_id, self._resolver.body(planned.request, planned.labels))
-                run = await self._keeper.start(name, runnable_id, owner, work) if self._wait > 0 else None
+                run = await self._keeper.start(name, runnable_id, _owner(caller), work) if self._wait > 0 else None
             except RefactorError as error:
                 watched.ended(error)
                 return error_result(error, self._text_limit)
@@ -97,9 +97,10 @@ class ToolRunner:
             return tool_result(outcome, self._text_limit)
 
     async def get_run(
-        self, arguments: dict[str, Any] | None, report_progress: ProgressReporter | None, owner: str
+        self, arguments: dict[str, Any] | None, report_progress: ProgressReporter | None, caller: Caller | None
     ) -> CallToolResult:
         """The outcome of a detached run, waited for up to wait_seconds (at most the server's wait)."""
+        owner = _owner(caller)
         try:
             args = validated(GetRunArguments, arguments, GET_RUN)
             wait = self._wait if args.wait_seconds is None else min(args.wait_seconds, self._wait)
@@ -113,8 +114,9 @@ class ToolRunner:
             return error_result(error, self._text_limit)
         return self._as_result(record)
 
-    async def cancel_run(self, arguments: dict[str, Any] | None, owner: str) -> CallToolResult:
+    async def cancel_run(self, arguments: dict[str, Any] | None, caller: Caller | None) -> CallToolResult:
         """Stop a detached run; its outcome instead, unchanged, when it had already ended."""
+        owner = _owner(caller)
         try:
             args = validated(CancelRunArguments, arguments, CANCEL_RUN)
             record = await self._keeper.store.get(args.handle, owner)
@@ -169,6 +171,11 @@ class ToolRunner:
             return await self.client.run(runnable_id, body)
         except RefactorError as error:
             return error
+
+
+def _owner(caller: Caller | None) -> str:
+    """Whose runs a caller may read: its identity, or over stdio and unauthenticated loopback HTTP, the one user."""
+    return caller.key if caller is not None else "local"
 
 
 async def _waited(done: anyio.Event, seconds: float) -> None:
