@@ -7,8 +7,10 @@ the literal placeholder `${user_config.x}` for an optional field the user left e
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
 import os
+from base64 import urlsafe_b64decode
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,9 +22,12 @@ from .redaction import Redactor, secret_problem
 
 DEFAULT_BASE_URL = "https://api.re-factor.ai"
 
-SECRETS = ("api_key", "mcp_http_token", "oauth_client_secret")
+SECRETS = ("api_key", "mcp_http_token", "oauth_client_secret", "run_store_url", "run_store_key")
 """Settings that hold secrets: stripped of surrounding whitespace, refused with whitespace inside (the API key of a
 stdio server is unset instead, its problem kept), redacted."""
+
+STORE_SCHEMES = ("redis", "rediss", "unix")
+"""The run store URLs redis-py connects to: TCP, TLS, a Unix socket."""
 
 MAX_WAIT_SECONDS = 24 * 60 * 60
 """Upper bound of every duration setting and of a run's read timeout. A sync request is silent until its run ends,
@@ -67,6 +72,13 @@ def _oauth_url_problem(url: str) -> str | None:
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"must use https:// (http:// only on a loopback address); got {url!r}"
     return None
+
+
+def _b64decode(text: str) -> bytes:
+    try:
+        return urlsafe_b64decode(text.encode())
+    except (binascii.Error, ValueError):
+        return b""
 
 
 class Settings(BaseSettings):
@@ -125,6 +137,25 @@ class Settings(BaseSettings):
     )
     run_ttl_seconds: Seconds = Field(
         default=3600.0, gt=0, description="How long get_run can read a detached run's outcome after the run ended."
+    )
+    task_wait_seconds: Seconds = Field(
+        default=1.0,
+        ge=0,
+        description="How long a call from a client that declared MCP Tasks waits for its run before answering with a "
+        "task instead.",
+    )
+    run_store_url: SecretStr | None = Field(
+        default=None,
+        description="redis:// or rediss:// URL of a Redis or Valkey that replicas share for detached runs and tasks "
+        "(a user and password may be in it). None: this process keeps its own runs.",
+    )
+    run_store_prefix: str = Field(
+        default="refactor-mcp:", min_length=1, description="Prefix of every key the server writes in the run store."
+    )
+    run_store_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) that encrypt run outcomes in the run store, comma-separated: the first encrypts, "
+        "all decrypt (for rotation). None: outcomes are stored as plain JSON.",
     )
     max_pending_runs: int = Field(
         default=1000,
@@ -250,8 +281,10 @@ class Settings(BaseSettings):
 
     def redactor(self) -> Redactor:
         """What scrubs this configuration's secrets from texts that leave the process."""
-        secrets = (getattr(self, name) for name in SECRETS)
-        return Redactor(*(secret.get_secret_value() for secret in secrets if secret is not None))
+        secrets = [secret.get_secret_value() for name in SECRETS if (secret := getattr(self, name)) is not None]
+        if self.run_store_url is not None and (password := urlsplit(self.run_store_url.get_secret_value()).password):
+            secrets.append(password)  # the password alone, as a driver's message may quote it
+        return Redactor(*secrets)
 
     def warnings(self) -> list[str]:
         """What is worth a warning in a configuration that is still valid."""
@@ -316,6 +349,32 @@ class Settings(BaseSettings):
         if self.http_workers > 1 and not self.http_stateless:
             raise ValueError("several workers need stateless mode (--stateless): a session lives in one process")
         return self
+
+    @field_validator("run_store_url")
+    @classmethod
+    def _store_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A Redis URL, refused before any connection; the URL is never echoed (it may hold a password)."""
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in STORE_SCHEMES:
+                raise ValueError(
+                    f"must be a redis://, rediss:// or unix:// URL, such as redis://127.0.0.1:6379/0; its scheme is "
+                    f"{scheme or 'missing'!r}"
+                )
+        return value
+
+    @field_validator("run_store_key")
+    @classmethod
+    def _store_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                if len(_b64decode(key.strip())) != 32:
+                    raise ValueError(
+                        "must be one or more Fernet keys, comma-separated: 32 bytes in URL-safe base64 each, as "
+                        '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"` '
+                        "prints"
+                    )
+        return value
 
     @field_validator("oauth_required_scopes", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ ErrorCode = Literal[
     "cancelled_by_caller",
     "run_lost",
     "too_many_pending_runs",
+    "run_store_unavailable",
 ]
 
 RUN_MAY_EXIST = (
@@ -138,6 +139,10 @@ class RunLostError(RefactorError):
 
 class TooManyPendingRunsError(RefactorError):
     code = "too_many_pending_runs"
+
+
+class RunStoreUnavailableError(RefactorError):
+    code = "run_store_unavailable"
 
 
 def error_for_status(

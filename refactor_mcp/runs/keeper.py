@@ -1,10 +1,12 @@
 """The runs this process holds upstream requests for: each in a task of the server's lifetime, not of its call.
 
 A call waits for its run up to REFACTOR_RUN_WAIT_SECONDS. A run that ends within the wait goes back to its call
-as before, and the store forgets it. One that does not is detached: its call answers with the handle, the task
-goes on, and the outcome is stored for `get_run` once it ends. A call cancelled before it detached closes the
-upstream request with it; after, only `cancel_run` or the server's end does. At the end (stdin closed, SIGTERM)
-pending runs get the shutdown grace; those still going are closed, logged, and stored as lost.
+and never touches the store. One that does not is detached: it is added to the store, its call answers with the
+handle (or a task), the task goes on, and the outcome is stored for `get_run` once it ends. A call cancelled before
+it detached closes the upstream request with it; after, only `cancel_run` (through any process sharing the store)
+or the server's end does. At the end (stdin closed, SIGTERM) pending runs get the shutdown grace; those still going
+are closed, logged, and stored as lost. A run whose holder died without a word is recorded as lost by whoever
+reads it next.
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import telemetry
-from ..errors import CancelledByCallerError, RefactorError, RunLostError, TooManyPendingRunsError
+from ..errors import (
+    CancelledByCallerError,
+    RefactorError,
+    RunLostError,
+    RunStoreUnavailableError,
+    TooManyPendingRunsError,
+)
 from ..tools.results import Outcome, tool_result
 from .store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
+CANCEL_WAIT_SECONDS = 5.0
+"""How long cancel_run waits for the stopped run's outcome to be kept."""
 HANDLE_BYTES = 18
 """144 random bits: a handle cannot be guessed, and it is bound to its caller besides."""
 
@@ -44,7 +54,9 @@ class PendingRun:
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: Outcome | None = None
     detached: bool = False
-    """Its call answered with the handle: the outcome goes to the store."""
+    """Its call answered without its outcome (a handle, a task): the outcome goes to the store."""
+    handing_over: anyio.Event | None = None
+    """Set while the store is being told of it: its end waits for that to settle."""
     stop_reason: RefactorError | None = None
     """Why the run was stopped before its end, when it was (cancel_run, shutdown)."""
 
@@ -63,18 +75,22 @@ class RunKeeper:
         self._pending: dict[str, PendingRun] = {}
         RunKeeper.live.add(self)
 
-    async def start(
-        self, tool: str, runnable_id: str, owner: str, work: Callable[[], Awaitable[Outcome]]
+    def start(
+        self,
+        tool: str,
+        runnable_id: str,
+        owner: str,
+        work: Callable[[], Awaitable[Outcome]],
+        task_ttl_ms: int | None = None,
     ) -> PendingRun:
         """Start `work` (the upstream request) as a pending run; refused beyond REFACTOR_MAX_PENDING_RUNS."""
-        if self.store.pending() >= self._max_pending:
+        if len(self._pending) >= self._max_pending:
             raise TooManyPendingRunsError(
-                f"{self.store.pending()} runs are pending on this server, the most it keeps going at once "
+                f"{len(self._pending)} runs are pending on this server, the most it keeps going at once "
                 f"(REFACTOR_MAX_PENDING_RUNS={self._max_pending}). Nothing was sent to re-factor. Wait for a run with "
                 "get_run, or cancel one you no longer need with cancel_run, then call again."
             )
-        record = RunRecord(new_handle(), owner, tool, runnable_id, started_at=time.time())
-        await self.store.add(record)
+        record = RunRecord(new_handle(), owner, tool, runnable_id, time.time(), task_ttl_ms=task_ttl_ms)
         run = self._pending[record.handle] = PendingRun(record)
         self._tasks.start_soon(self._run, run, work)
         return run
@@ -82,42 +98,84 @@ class RunKeeper:
     async def _run(self, run: PendingRun, work: Callable[[], Awaitable[Outcome]]) -> None:
         with run.scope:
             run.outcome = await work()
-        del self._pending[run.record.handle]
         if run.outcome is None:  # stopped: by cancel_run, by the shutdown, or with its call
             run.outcome = run.stop_reason or CancelledByCallerError("The call was cancelled before it detached.")
+        if run.handing_over is not None:
+            with anyio.CancelScope(shield=True):
+                await run.handing_over.wait()
         if run.detached:  # stored before anyone waiting is told it ended
             await self._store(run.record, run.outcome)
+        del self._pending[run.record.handle]
         run.done.set()
 
     async def _store(self, record: RunRecord, outcome: Outcome) -> None:
-        result = tool_result(outcome, self._text_limit)
+        result = tool_result(outcome, self._text_limit).model_dump(mode="json", by_alias=True, exclude_none=True)
         with anyio.CancelScope(shield=True):  # the outcome is kept even when the server is being stopped
-            await self.store.end(record.handle, result.model_dump(mode="json", by_alias=True, exclude_none=True))
+            await self.store.end(record, result, lost=isinstance(outcome, RunLostError))
         telemetry.run_stored(record.tool, record.runnable_id, record.handle, outcome)
 
-    def detach(self, run: PendingRun) -> None:
-        """Its call answers with the handle now: from here the outcome goes to the store."""
-        run.detached = True
+    async def detach(self, run: PendingRun) -> bool:
+        """Hand the run to the store, so its call can answer without the outcome; False when the store cannot be
+        reached (the call then goes on waiting: the run is not given up)."""
+        run.handing_over = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):  # a handle the store has is a run someone can read
+                await self.store.add(run.record)
+        except RunStoreUnavailableError as error:
+            logger.warning("run %s goes on in its call: %s", run.record.handle, error.message)
+            return False
+        else:
+            run.detached = True
+        finally:
+            run.handing_over.set()
+            run.handing_over = None
         telemetry.run_detached(run.record.tool, run.record.runnable_id, run.record.handle, self.elapsed(run.record))
+        return True
 
-    async def forget(self, run: PendingRun) -> None:
+    def forget(self, run: PendingRun) -> None:
         """The run's outcome went to its call (or its call was cancelled first): nothing to keep."""
         run.scope.cancel()
-        await self.store.remove(run.record.handle)
+
+    async def look(self, handle: str, owner: str, wait_seconds: float = 0) -> RunRecord | None:
+        """The run as the store has it, waited for up to `wait_seconds`; a pending run whose holder is gone is
+        recorded as lost first."""
+        record = await (self.store.wait(handle, owner, wait_seconds) if wait_seconds else self.store.get(handle, owner))
+        if record is not None and record.outcome is None and not record.holder_alive:
+            lost = RunLostError(
+                f"The server process that held run handle {handle} (runnable {record.runnable_id}) stopped without "
+                f"handing it over, after {self.elapsed(record):.0f} s. The run may have finished on re-factor: check "
+                "there before starting it again."
+            )
+            await self._store(record, lost)
+            record = await self.store.get(handle, owner)
+        return record
 
     async def cancel(self, record: RunRecord) -> None:
-        """Stop a detached run of this process: its upstream request is closed, and it is stored as cancelled."""
-        run = self._pending.get(record.handle)
-        if run is None:
+        """Stop a pending run, held here or by another process: its upstream request is closed, and it is stored as
+        cancelled."""
+        if record.handle not in self._pending:
+            await self.store.request_cancel(record)
+            await self.look(record.handle, record.owner, CANCEL_WAIT_SECONDS)
             return
+        run = self._stop(record.handle)
+        with anyio.move_on_after(CANCEL_WAIT_SECONDS):
+            await run.done.wait()
+
+    def on_cancel(self, handle: str) -> None:
+        """Another process asked to cancel a run held here."""
+        if handle in self._pending:
+            self._stop(handle)
+
+    def _stop(self, handle: str) -> PendingRun:
+        run = self._pending[handle]
+        record = run.record
         run.stop_reason = CancelledByCallerError(
             f"Run handle {record.handle} (runnable {record.runnable_id}) was cancelled as asked, after "
             f"{self.elapsed(record):.0f} s; the request to re-factor was closed. The run may have started and been "
             "billed at re-factor; start it again only if its outcome is still wanted."
         )
         run.scope.cancel()
-        with anyio.move_on_after(5):
-            await run.done.wait()
+        return run
 
     async def close(self, grace_seconds: float) -> None:
         """At the server's end: pending runs get `grace_seconds`; those still going are closed, logged and stored

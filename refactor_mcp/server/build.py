@@ -30,8 +30,8 @@ from ..auth.caller import current_caller, log_call
 from ..client import RefactorClient
 from ..config import Settings
 from ..resources import ResourceResolver
+from ..runs import run_store
 from ..runs.keeper import RunKeeper
-from ..runs.store import InMemoryRunStore
 from ..tools.arguments import CANCEL_RUN, GET_RUN
 from ..tools.definitions import HANDLE_TOOLS, tools_for
 from ..tools.runner import ToolRunner
@@ -63,12 +63,14 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_: Server[ToolRunner]) -> AsyncIterator[ToolRunner]:
         async with RefactorClient(settings, transport=transport) as client, anyio.create_task_group() as runs:
-            store = InMemoryRunStore(settings.run_ttl_seconds)
+            store = run_store(settings)
             keeper = RunKeeper(store, runs, settings.max_pending_runs, settings.max_text_chars)
+            await store.open(keeper.on_cancel, runs)
             try:
                 yield ToolRunner(client, resolver, keeper)
             finally:
                 await keeper.close(settings.http_shutdown_grace_seconds)
+                await store.close()
 
     async def on_list_tools(
         ctx: ServerRequestContext[ToolRunner], params: PaginatedRequestParams | None

@@ -23,13 +23,16 @@ from ..auth.caller import Caller
 from ..client import RefactorClient
 from ..errors import RefactorError, UnknownHandleError
 from ..resources import ResourceResolver, RunBody
-from ..runs.keeper import RunKeeper
+from ..runs.keeper import PendingRun, RunKeeper
 from ..runs.store import RunRecord
 from .arguments import CANCEL_RUN, GET_RUN
 from .definitions import CancelRunArguments, GetRunArguments, RunnableTool, validated
 from .results import Outcome, error_result, running_result, tool_result
 
 logger = logging.getLogger(__name__)
+
+HANDOVER_RETRY_SECONDS = 2.0
+"""How often a call whose run outlived the wait tries again to hand it to a run store that could not be reached."""
 
 ProgressReporter = Callable[[float, float | None, str], Awaitable[None]]
 """Sends one progress notification: elapsed seconds, the total when known, and a message."""
@@ -63,7 +66,7 @@ class ToolRunner:
                 planned = tool.plan(arguments)
                 runnable_id = watched.runnable_id = planned.runnable_id
                 work = partial(self._outcome, runnable_id, self._resolver.body(planned.request, planned.labels))
-                run = await self._keeper.start(name, runnable_id, _owner(caller), work) if self._wait > 0 else None
+                run = self._keeper.start(name, runnable_id, _owner(caller), work) if self._wait > 0 else None
             except RefactorError as error:
                 watched.ended(error)
                 return error_result(error, self._text_limit)
@@ -72,17 +75,16 @@ class ToolRunner:
                 if run is None:  # no wait set: the run is awaited to its end in the call's own task
                     outcome = await self._heartbeat(work(), runnable_id, timeout, report_progress)
                 else:
-                    await self._heartbeat(_waited(run.done, self._wait), runnable_id, timeout, report_progress)
-                    if run.outcome is None:
-                        self._keeper.detach(run)
+                    waited = self._wait_or_detach(run, self._wait)
+                    if not await self._heartbeat(waited, runnable_id, timeout, report_progress):
                         watched.detached()
                         return running_result(run.record.handle, runnable_id, name, self._keeper.elapsed(run.record))
+                    assert run.outcome is not None
                     outcome = run.outcome
-                    await self._keeper.forget(run)
+                    self._keeper.forget(run)
             except anyio.get_cancelled_exc_class():
-                if run is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._keeper.forget(run)
+                if run is not None and not run.detached:
+                    self._keeper.forget(run)
                 # Whoever cancelled (the caller, a proxy that gave up, a forced stop), an operator must see which
                 # run lost its caller: it may still go on, and be billed, at re-factor.
                 logger.warning(
@@ -104,11 +106,11 @@ class ToolRunner:
         try:
             args = validated(GetRunArguments, arguments, GET_RUN)
             wait = self._wait if args.wait_seconds is None else min(args.wait_seconds, self._wait)
-            record = await self._keeper.store.get(args.handle, owner)
+            record = await self._keeper.look(args.handle, owner)
             if record is None:
                 raise self._unknown(args.handle)
             if record.outcome is None and wait > 0:
-                wait_for = self._keeper.store.wait(args.handle, owner, wait)
+                wait_for = self._keeper.look(args.handle, owner, wait)
                 record = await self._heartbeat(wait_for, record.runnable_id, None, report_progress) or record
         except RefactorError as error:
             return error_result(error, self._text_limit)
@@ -119,18 +121,21 @@ class ToolRunner:
         owner = _owner(caller)
         try:
             args = validated(CancelRunArguments, arguments, CANCEL_RUN)
-            record = await self._keeper.store.get(args.handle, owner)
+            record = await self._keeper.look(args.handle, owner)
             if record is None:
                 raise self._unknown(args.handle)
+            if record.outcome is not None:
+                ended = self._as_result(record)
+                note = f"Run handle {args.handle} had already ended; nothing was cancelled. Its outcome:"
+                said = [TextContent(text=note), *ended.content]
+                return CallToolResult(
+                    content=said, structured_content=ended.structured_content, is_error=ended.is_error
+                )
+            await self._keeper.cancel(record)
+            record = await self._keeper.look(args.handle, owner) or record
         except RefactorError as error:
             return error_result(error, self._text_limit)
-        if record.outcome is not None:
-            ended = self._as_result(record)
-            note = f"Run handle {args.handle} had already ended; nothing was cancelled. Its outcome:"
-            said = [TextContent(text=note), *ended.content]
-            return CallToolResult(content=said, structured_content=ended.structured_content, is_error=ended.is_error)
-        await self._keeper.cancel(record)
-        return self._as_result(await self._keeper.store.get(args.handle, owner) or record)
+        return self._as_result(record)
 
     def _as_result(self, record: RunRecord) -> CallToolResult:
         if record.outcome is None:
@@ -149,6 +154,18 @@ class ToolRunner:
             f"{workers} If you started that run, it may have finished on re-factor: check there before starting it "
             "again with run_runnable."
         )
+
+    async def _wait_or_detach(self, run: PendingRun, seconds: float) -> bool:
+        """True once the run ended within `seconds`; False once it is detached. While the store cannot take it, the
+        call goes on waiting, and tries again every few seconds."""
+        while True:
+            with anyio.move_on_after(seconds):
+                await run.done.wait()
+            if run.outcome is not None:
+                return True
+            if await self._keeper.detach(run):
+                return False
+            seconds = HANDOVER_RETRY_SECONDS
 
     async def _heartbeat(
         self,
@@ -176,11 +193,6 @@ class ToolRunner:
 def _owner(caller: Caller | None) -> str:
     """Whose runs a caller may read: its identity, or over stdio and unauthenticated loopback HTTP, the one user."""
     return caller.key if caller is not None else "local"
-
-
-async def _waited(done: anyio.Event, seconds: float) -> None:
-    with anyio.move_on_after(seconds):
-        await done.wait()
 
 
 async def _beat(

@@ -1,0 +1,397 @@
+"""A run store on Redis (or Valkey), shared by every replica of a deployment, chosen by REFACTOR_RUN_STORE_URL.
+
+Keys, all under REFACTOR_RUN_STORE_PREFIX and all expiring:
+- `run:<digest of the handle>`: a hash per run (handle, owner digest, tool, runnable, start, holder; once ended the
+  outcome, encrypted when REFACTOR_RUN_STORE_KEY is set, and its end). Kept `run_ttl_seconds` after the run ended
+  (a task: its ttl); while pending, its holder's heartbeat keeps it. Listing keys reveals no handle to replay.
+- `owner:<digest of the owner>`: a sorted set of the owner's run digests, for `tasks/list`.
+- `replica:<id>`: a replica's heartbeat, refreshed every HEARTBEAT_SECONDS, expiring after LIVENESS_SECONDS. A pending
+  run whose holder's heartbeat is gone is lost: the next reader records it so.
+- `cancel:<digest>`: a cancel asked through another replica, beside a message on the holder's channel (a flag
+  outlives a message missed while reconnecting; the heartbeat reads it).
+Channels: `ended` (a run's outcome is kept: waiters on every replica look again) and `cancel:<replica id>`.
+
+Writes that decide (the first end, a lost end giving way to the real one) are Lua scripts: one round trip each,
+atomic. When Redis cannot be reached, reads raise RunStoreUnavailableError; outcomes that could not be written are
+kept in memory and written by the heartbeat once it answers again, with the pending runs it lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import TaskGroup
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from ..config import Settings
+from ..errors import RunStoreUnavailableError
+from .store import CancelHandler, RunRecord, RunStore
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+LIVENESS_SECONDS = 10.0
+"""A replica silent this long is gone: its pending runs read as lost within LIVENESS_SECONDS + HEARTBEAT_SECONDS."""
+CANCEL_FLAG_SECONDS = 60
+COMMAND_TIMEOUT_SECONDS = 5.0
+FIELDS = ("handle", "owner", "tool", "runnable", "started", "holder", "ttl_ms", "outcome", "ended", "lost")
+
+T = TypeVar("T")
+
+# KEYS: run, owner index. ARGV: ttl, lost ("1"/"0"), ended channel, digest, started, then field/value pairs.
+END = """
+local had = redis.call('HGET', KEYS[1], 'outcome')
+if had and (ARGV[2] == '1' or redis.call('HGET', KEYS[1], 'lost') ~= '1') then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+# KEYS: run, owner index. ARGV: ttl, digest, started, then field/value pairs. Never over an outcome.
+ADD = """
+if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return 1
+"""
+# KEYS: run. ARGV: the replica key prefix. The fields, then 1 when the holder's heartbeat is there (or it ended).
+GET = """
+local values = redis.call('HMGET', KEYS[1], 'handle', 'owner', 'tool', 'runnable', 'started', 'holder', 'ttl_ms',
+  'outcome', 'ended', 'lost')
+if not values[1] then return nil end
+local alive = 1
+if not values[8] then alive = redis.call('EXISTS', ARGV[1] .. values[6]) end
+table.insert(values, alive)
+return values
+"""
+# KEYS: run, owner index, cancel flag. ARGV: ttl. 0: the run is gone (Redis lost it); 2: a cancel is asked; else 1.
+REFRESH = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
+return 1
+"""
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def where(url: str) -> str:
+    """The store's address for messages: scheme, host, port and database, never a user or password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    place = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{place}{parts.path}"
+
+
+class RedisRunStore(RunStore):
+    """Runs in Redis, read and cancelled from any replica; see the module docstring for the keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.run_store_url is not None
+        url = settings.run_store_url.get_secret_value()
+        self.where = where(url)
+        self.replica = secrets.token_hex(6)
+        self._ttl = settings.run_ttl_seconds
+        self._prefix = settings.run_store_prefix
+        self._replicas = self._key("replica:", "")
+        keys = settings.run_store_key.get_secret_value().split(",") if settings.run_store_key is not None else []
+        self._cipher = MultiFernet([Fernet(key.strip()) for key in keys]) if keys else None
+        self._redis = Redis.from_url(
+            url,
+            socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            health_check_interval=30,
+        )
+        self._end, self._add = self._redis.register_script(END), self._redis.register_script(ADD)
+        self._get, self._refresh = self._redis.register_script(GET), self._redis.register_script(REFRESH)
+        self._held: dict[str, RunRecord] = {}
+        """Pending runs added by this process: the heartbeat keeps their keys, and writes them again if lost."""
+        self._unsaved: dict[str, tuple[RunRecord, dict[str, Any], bool]] = {}
+        """Outcomes that could not be written: the heartbeat writes them once Redis answers."""
+        self._waiters: dict[str, set[anyio.Event]] = {}
+        self._on_cancel: CancelHandler = lambda handle: None
+        self._outage: str | None = None
+        self._scope = anyio.CancelScope()
+
+    async def open(self, on_cancel: CancelHandler, tasks: TaskGroup) -> None:
+        self._on_cancel = on_cancel
+        try:
+            await self._redis.ping()
+            await self._beat()
+        except RedisError as exc:
+            await self._redis.aclose()
+            raise self._unavailable(exc) from None
+        tasks.start_soon(self._serve)
+        logger.info("run store: %s, as replica %s", self.where, self.replica)
+
+    async def _serve(self) -> None:
+        with self._scope:
+            async with anyio.create_task_group() as loops:
+                loops.start_soon(self._heartbeat)
+                loops.start_soon(self._listen)
+
+    async def close(self) -> None:
+        self._scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(COMMAND_TIMEOUT_SECONDS):
+            await self._write_unsaved()
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(self._key("replica:", self.replica))
+        await self._redis.aclose()
+
+    async def add(self, record: RunRecord) -> None:
+        record.holder = self.replica
+        await self._call(self._write_pending(record))
+        self._held[record.handle] = record
+
+    async def get(self, handle: str, owner: str) -> RunRecord | None:
+        values = await self._call(self._get(keys=[self._run_key(handle)], args=[self._replicas]))
+        record = self._record(values, owner) if values is not None else None
+        return record if record is not None and record.handle == handle else None
+
+    async def wait(self, handle: str, owner: str, seconds: float) -> RunRecord | None:
+        deadline = anyio.current_time() + seconds
+        event = anyio.Event()
+        waiters = self._waiters.setdefault(digest(handle), set())
+        waiters.add(event)
+        try:
+            while True:
+                record = await self.get(handle, owner)
+                left = deadline - anyio.current_time()
+                if record is None or record.outcome is not None or not record.holder_alive or left <= 0:
+                    return record
+                with anyio.move_on_after(min(left, HEARTBEAT_SECONDS)):  # a missed message costs a heartbeat
+                    await event.wait()
+                waiters.discard(event)
+                event = anyio.Event()
+                waiters.add(event)
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(digest(handle), None)
+
+    async def end(self, record: RunRecord, outcome: dict[str, Any], lost: bool = False) -> bool:
+        self._held.pop(record.handle, None)
+        try:
+            return await self._write_end(record, outcome, lost)
+        except RedisError as exc:
+            if record.holder != self.replica:
+                raise self._unavailable(exc) from None
+            self._unsaved[record.handle] = (record, outcome, lost)
+            logger.warning(
+                "the run store %s cannot be reached (%s): the outcome of run handle %s is kept in memory and written "
+                "once it answers",
+                self.where,
+                exc,
+                record.handle,
+            )
+            return True
+
+    async def owned(self, owner: str) -> list[RunRecord]:
+        index = self._owner_key(owner)
+        members: list[bytes] = await self._call(self._redis.zrange(index, 0, -1))  # type: ignore[arg-type]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                await self._get(keys=[self._key("run:", member.decode())], args=[self._replicas], client=pipe)
+            rows = await self._call(pipe.execute())
+        records = [record for row in rows if row is not None and (record := self._record(row, owner)) is not None]
+        if gone := [member for member, row in zip(members, rows, strict=True) if row is None]:
+            await self._call(self._redis.zrem(index, *gone))
+        return records
+
+    async def request_cancel(self, record: RunRecord) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._cancel_key(record.handle), b"1", ex=CANCEL_FLAG_SECONDS)
+            pipe.publish(self._key("cancel:", record.holder), record.handle.encode())
+            await self._call(pipe.execute())
+
+    # Writing
+
+    async def _write_pending(self, record: RunRecord) -> None:
+        ttl = int(self._ttl) + 1
+        key, index = self._run_key(record.handle), self._owner_key(record.owner)
+        await self._add(keys=[key, index], args=[ttl, digest(record.handle), record.started_at, *self._fields(record)])
+
+    async def _write_end(self, record: RunRecord, outcome: dict[str, Any], lost: bool) -> bool:
+        ttl = int(self._ttl if record.task_ttl_ms is None else record.task_ttl_ms / 1000) + 1
+        text = json.dumps(outcome, separators=(",", ":")).encode()
+        sealed = self._cipher.encrypt(text) if self._cipher is not None else text
+        fields = [
+            *self._fields(record),
+            b"outcome",
+            sealed,
+            b"ended",
+            repr(time.time()),
+            b"lost",
+            b"1" if lost else b"0",
+        ]
+        key, index = self._run_key(record.handle), self._owner_key(record.owner)
+        channel, name = self._key("ended", ""), digest(record.handle)
+        return bool(
+            await self._end(
+                keys=[key, index], args=[ttl, "1" if lost else "0", channel, name, record.started_at, *fields]
+            )
+        )
+
+    async def _write_unsaved(self) -> None:
+        for handle, (record, outcome, lost) in list(self._unsaved.items()):
+            try:
+                await self._write_end(record, outcome, lost)
+            except RedisError:
+                return
+            del self._unsaved[handle]
+            logger.warning("the run store answers again: the outcome of run handle %s is written", handle)
+
+    # Heartbeat and messages
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._beat()
+            except RedisError as exc:
+                if self._outage is None:
+                    self._outage = str(exc)
+                    logger.warning(
+                        "the run store %s cannot be reached (%s): get_run and cancel_run answer run_store_unavailable "
+                        "until it answers; runs go on",
+                        self.where,
+                        exc,
+                    )
+                continue
+            if self._outage is not None:
+                self._outage = None
+                logger.warning("the run store %s answers again", self.where)
+                self._wake_all()
+
+    async def _beat(self) -> None:
+        """Say this replica is alive, keep its pending runs (writing again those Redis lost), hear cancels asked
+        by flag, and write the outcomes kept in memory."""
+        held = list(self._held.values())
+        ttl = int(self._ttl) + 1
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._key("replica:", self.replica), b"1", ex=int(LIVENESS_SECONDS))
+            for record in held:
+                keys = [self._run_key(record.handle), self._owner_key(record.owner), self._cancel_key(record.handle)]
+                await self._refresh(keys=keys, args=[ttl], client=pipe)
+            answers = await pipe.execute()
+        for record, answer in zip(held, answers[1:], strict=True):
+            if answer == 0 and record.handle in self._held:
+                await self._write_pending(record)
+            elif answer == 2:
+                self._on_cancel(record.handle)
+        await self._write_unsaved()
+
+    async def _listen(self) -> None:
+        ended, cancel = self._key("ended", ""), self._key("cancel:", self.replica)
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(ended, cancel)
+                    self._wake_all()  # what was said while not subscribed is read again from the store
+                    while True:
+                        message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+                        if message is None:
+                            continue
+                        data = message["data"].decode()
+                        if message["channel"].decode() == cancel:
+                            self._on_cancel(data)
+                        else:
+                            for event in self._waiters.get(data, ()):
+                                event.set()
+            except RedisError:
+                await anyio.sleep(HEARTBEAT_SECONDS)
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
+    # Encoding
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}{name}"
+
+    def _run_key(self, handle: str) -> str:
+        return self._key("run:", digest(handle))
+
+    def _owner_key(self, owner: str) -> str:
+        return self._key("owner:", digest(owner))
+
+    def _cancel_key(self, handle: str) -> str:
+        return self._key("cancel:", digest(handle))
+
+    def _fields(self, record: RunRecord) -> list[Any]:
+        return [
+            b"handle", record.handle,
+            b"owner", digest(record.owner),
+            b"tool", record.tool,
+            b"runnable", record.runnable_id,
+            b"started", repr(record.started_at),
+            b"holder", record.holder,
+            b"ttl_ms", "" if record.task_ttl_ms is None else str(record.task_ttl_ms),
+        ]  # fmt: skip
+
+    def _record(self, values: list[Any], owner: str) -> RunRecord | None:
+        """The run from its fields, or None when it is not `owner`'s."""
+        handle, owner_digest, tool, runnable, started, holder, ttl_ms, outcome, ended, lost, alive = values
+        if owner_digest.decode() != digest(owner):
+            return None
+        record = RunRecord(
+            handle.decode(),
+            owner,
+            tool.decode(),
+            runnable.decode(),
+            float(started),
+            holder=holder.decode(),
+            task_ttl_ms=int(ttl_ms) if ttl_ms else None,
+            holder_alive=bool(alive),
+        )
+        if outcome is not None:
+            record.outcome = json.loads(self._open(outcome))
+            record.ended_at, record.lost = float(ended), lost == b"1"
+        return record
+
+    def _open(self, sealed: bytes) -> bytes:
+        if self._cipher is None:
+            return sealed
+        try:
+            return self._cipher.decrypt(sealed)
+        except InvalidToken:
+            raise RunStoreUnavailableError(
+                "A run outcome in the run store cannot be decrypted with REFACTOR_RUN_STORE_KEY: the replicas must "
+                "share the same keys (during a rotation, list the new key first and keep the old one after it)."
+            ) from None
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except RedisError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> RunStoreUnavailableError:
+        return RunStoreUnavailableError(
+            f"The run store ({self.where}, REFACTOR_RUN_STORE_URL) cannot be reached: {exc}. Runs go on and their "
+            "outcomes are kept; call get_run or cancel_run again in a minute. If this lasts, the operator should "
+            "check that Redis is up and reachable from this server."
+        )
