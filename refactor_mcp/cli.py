@@ -202,6 +202,9 @@ def _serve(args: argparse.Namespace) -> int:
             "key is corrected and the server restarted.",
             settings.api_key_problem,
         )
+    if settings.run_store_url is not None and (problem := anyio.run(_store_problem, settings)) is not None:
+        print(f"refactor-mcp: {problem}", file=sys.stderr)
+        return 1
     if settings.transport == "stdio":
         signal.signal(signal.SIGINT, _interrupted)
     # Clients spawn the server and wait for it: importing the SDK allocates a great deal and frees almost
@@ -226,6 +229,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
     anyio.run(serve_stdio, settings)
     return 0
+
+
+async def _store_problem(settings: Settings) -> str | None:
+    from .runs import store_problem  # the Redis client: only with a shared store
+
+    return await store_problem(settings)
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> NoReturn:

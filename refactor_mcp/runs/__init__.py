@@ -19,3 +19,14 @@ def run_store(settings: Settings) -> RunStore:
             "REFACTOR_RUN_STORE_URL is set, but the Redis client is not installed: pip install 'refactor-mcp[redis]'"
         ) from None
     return RedisRunStore(settings)
+
+
+async def store_problem(settings: Settings) -> str | None:
+    """Why the configured run store cannot serve, said once at start; None when it answers, or none is set."""
+    if settings.run_store_url is None:
+        return None
+    try:
+        await run_store(settings).check()
+    except RunStoreUnavailableError as error:
+        return error.message
+    return None

@@ -115,8 +115,8 @@ class RunKeeper:
         telemetry.run_stored(record.tool, record.runnable_id, record.handle, outcome)
 
     async def detach(self, run: PendingRun) -> bool:
-        """Hand the run to the store, so its call can answer without the outcome; False when the store cannot be
-        reached (the call then goes on waiting: the run is not given up)."""
+        """Hand the run to the store, so its call can answer without the outcome (a run that already ended, with its
+        outcome); False when the store cannot be reached (the call then goes on waiting: the run is not given up)."""
         run.handing_over = anyio.Event()
         try:
             with anyio.CancelScope(shield=True):  # a handle the store has is a run someone can read
@@ -129,6 +129,8 @@ class RunKeeper:
         finally:
             run.handing_over.set()
             run.handing_over = None
+        if run.done.is_set() and run.outcome is not None:  # it ended before: its task stored nothing
+            await self._store(run.record, run.outcome)
         telemetry.run_detached(run.record.tool, run.record.runnable_id, run.record.handle, self.elapsed(run.record))
         return True
 

@@ -145,6 +145,18 @@ class RedisRunStore(RunStore):
         tasks.start_soon(self._serve)
         logger.info("run store: %s, as replica %s", self.where, self.replica)
 
+    async def check(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise RunStoreUnavailableError(
+                f"cannot reach the run store {self.where} (REFACTOR_RUN_STORE_URL): {str(exc).rstrip('.')}. Start "
+                "it, or correct the URL (host, port, user and password, rediss:// for TLS); unset "
+                "REFACTOR_RUN_STORE_URL to keep runs in this process instead"
+            ) from None
+        finally:
+            await self._redis.aclose()
+
     async def _serve(self) -> None:
         with self._scope:
             async with anyio.create_task_group() as loops:
@@ -391,7 +403,7 @@ class RedisRunStore(RunStore):
 
     def _unavailable(self, exc: Exception) -> RunStoreUnavailableError:
         return RunStoreUnavailableError(
-            f"The run store ({self.where}, REFACTOR_RUN_STORE_URL) cannot be reached: {exc}. Runs go on and their "
-            "outcomes are kept; call get_run or cancel_run again in a minute. If this lasts, the operator should "
-            "check that Redis is up and reachable from this server."
+            f"The run store ({self.where}, REFACTOR_RUN_STORE_URL) cannot be reached: {str(exc).rstrip('.')}. "
+            "Runs go on and their outcomes are kept; call get_run or cancel_run again in a minute. If this lasts, "
+            "the operator should check that Redis is up and reachable from this server."
         )

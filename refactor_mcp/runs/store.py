@@ -58,6 +58,9 @@ class RunStore(ABC):
         """Connect, or raise RunStoreUnavailableError saying why; `on_cancel` hears cancels from other processes,
         and the store's own loops (a heartbeat, messages) run in `tasks` until `close`."""
 
+    async def check(self) -> None:  # noqa: B027 - nothing to reach here
+        """Raise RunStoreUnavailableError saying why the store cannot be reached, before serving."""
+
     async def close(self) -> None:  # noqa: B027 - nothing to close here
         """Let go of the connection; the runs kept stay for the other processes."""
 

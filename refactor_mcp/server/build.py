@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import anyio
 import httpx2
@@ -23,6 +24,7 @@ from mcp.types import (
     CancelledNotificationParams,
     ListToolsResult,
     PaginatedRequestParams,
+    ServerCapabilities,
 )
 
 from .._version import __version__
@@ -36,6 +38,7 @@ from ..tools.arguments import CANCEL_RUN, GET_RUN
 from ..tools.definitions import HANDLE_TOOLS, tools_for
 from ..tools.runner import ToolRunner
 from .cancellation import CallWatch
+from .tasks import EXTENSION, Tasks, advertise
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
@@ -43,6 +46,13 @@ INSTRUCTIONS = (
     "run to end and returns its outputs, usage and cost. A run still going after the server's wait comes back "
     "with a handle: get_run waits for its outcome, cancel_run stops it."
 )
+
+
+class TaskServer(Server[ToolRunner]):
+    """The low-level server, advertising the 2025-11-25 tasks its handlers serve (the SDK has no switch for it)."""
+
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> ServerCapabilities:
+        return advertise(super().get_capabilities(*args, **kwargs))
 
 
 def build_server(
@@ -59,6 +69,7 @@ def build_server(
     listed = ListToolsResult(tools=[*(tool.tool for tool in tools.values()), *HANDLE_TOOLS])
     names = ", ".join(tool.name for tool in listed.tools)
     watch = CallWatch()
+    tasks = Tasks(tools, watch)
 
     @asynccontextmanager
     async def lifespan(_: Server[ToolRunner]) -> AsyncIterator[ToolRunner]:
@@ -92,7 +103,7 @@ def build_server(
             return await watch.run(ctx, partial(runner.get_run, params.arguments, report, caller))
         return await runner.cancel_run(params.arguments, caller)
 
-    server = Server(
+    server = TaskServer(
         "refactor-mcp",
         version=__version__,
         title="re-factor",
@@ -101,6 +112,10 @@ def build_server(
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
+    server.extensions[EXTENSION] = {}
+    for method, params_type, handler in tasks.methods():
+        server.add_request_handler(method, params_type, handler)
+    server.middleware.append(tasks.intercept)
     if settings.http_stateless:
         # A stateless transport does not know the call a cancel notification names; the watch does.
         server.add_notification_handler("notifications/cancelled", CancelledNotificationParams, watch.on_cancelled)

@@ -204,12 +204,13 @@ def serve_http(settings: Settings) -> int:
         )
     if settings.oauth_issuer is not None:
         _warn_if_issuer_unreachable(settings)
-    if settings.http_workers > 1 and settings.run_wait_seconds > 0:
+    if settings.http_workers > 1 and settings.run_wait_seconds > 0 and settings.run_store_url is None:
         logger.warning(
             "%d worker processes: a run that outlives the wait (%g s, REFACTOR_RUN_WAIT_SECONDS) is kept by the worker "
             "that started it, and its handle resolves only there; get_run and cancel_run answered by another worker "
-            "say unknown_handle. For handles to work, run one worker per replica behind a load balancer that keeps "
-            "each client on one replica, or set REFACTOR_RUN_WAIT_SECONDS=0 to wait for every run to the end",
+            "say unknown_handle. For handles to work, share a run store (REFACTOR_RUN_STORE_URL, a Redis), run one "
+            "worker per replica behind a load balancer that keeps each client on one replica, or set "
+            "REFACTOR_RUN_WAIT_SECONDS=0 to wait for every run to the end",
             settings.http_workers,
             settings.run_wait_seconds,
         )

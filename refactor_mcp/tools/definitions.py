@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mcp.types import Tool, ToolAnnotations
+from mcp.types import Tool, ToolAnnotations, ToolExecution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import InvalidInputError
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .runnables import Entry
 
 ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+AS_TASK = ToolExecution(task_support="optional")
+"""A runnable tool runs as an MCP task (2025-11-25) when the client asks; get_run and cancel_run never do."""
 RESOURCE_SOURCES_HINT = "For a new resource give `path` for a local file or `text` for text; never write base64."
 RESULT_HINT = (
     "Waits for the run to end and returns its status, outputs, token usage and cost; a failed run is an error "
@@ -94,6 +96,7 @@ GENERIC = RunnableTool(
         input_schema=input_schema(RunRunnableArguments),
         output_schema=OUTPUT_SCHEMA,
         annotations=ANNOTATIONS,
+        execution=AS_TASK,
     ),
     arguments=RunRunnableArguments,
     to_run=_generic_run,
@@ -146,6 +149,7 @@ def named_tool(name: str, entry: Entry) -> RunnableTool:
         input_schema=input_schema(arguments),
         output_schema=OUTPUT_SCHEMA,
         annotations=ANNOTATIONS,
+        execution=AS_TASK,
     )
     return RunnableTool(tool=tool, arguments=arguments, to_run=to_run)
 

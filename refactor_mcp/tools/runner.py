@@ -50,7 +50,9 @@ class ToolRunner:
         self._text_limit = settings.max_text_chars
         self._progress_interval = settings.progress_interval_seconds
         self._wait = settings.run_wait_seconds
-        self._one_of_workers = settings.http_workers > 1
+        self._task_wait = settings.task_wait_seconds
+        self._ttl_ms = int(settings.run_ttl_seconds * 1000)
+        self._one_of_workers = settings.http_workers > 1 and settings.run_store_url is None
 
     async def call(
         self,
@@ -59,6 +61,37 @@ class ToolRunner:
         report_progress: ProgressReporter | None = None,
         caller: Caller | None = None,
     ) -> CallToolResult:
+        """The call's result: the run's outcome, or once the run outlived the wait, its handle."""
+        answer = await self._call(tool, arguments, report_progress, caller, self._wait)
+        if isinstance(answer, RunRecord):
+            return running_result(answer.handle, answer.runnable_id, answer.tool, self._keeper.elapsed(answer))
+        return answer
+
+    async def call_as_task(
+        self,
+        tool: RunnableTool,
+        arguments: dict[str, Any] | None,
+        caller: Caller | None,
+        ttl_ms: int | None,
+        *,
+        always: bool,
+    ) -> CallToolResult | RunRecord:
+        """A call from a client that takes MCP Tasks: the run's record once it outlived the task wait (or at once,
+        ended or not, when `always`: the client asked for a task), else its outcome. `ttl_ms` is capped at the
+        store's TTL."""
+        ttl = self._ttl_ms if ttl_ms is None else max(1, min(ttl_ms, self._ttl_ms))
+        return await self._call(tool, arguments, None, caller, self._task_wait, ttl, always)
+
+    async def _call(
+        self,
+        tool: RunnableTool,
+        arguments: dict[str, Any] | None,
+        report_progress: ProgressReporter | None,
+        caller: Caller | None,
+        wait: float,
+        task_ttl_ms: int | None = None,
+        always: bool = False,
+    ) -> CallToolResult | RunRecord:
         """The whole call, as telemetry sees it: one call scope, told the runnable and how the call ended."""
         with telemetry.call_scope(tool.tool.name, caller.subject if caller is not None else None) as watched:
             name = tool.tool.name
@@ -66,7 +99,8 @@ class ToolRunner:
                 planned = tool.plan(arguments)
                 runnable_id = watched.runnable_id = planned.runnable_id
                 work = partial(self._outcome, runnable_id, self._resolver.body(planned.request, planned.labels))
-                run = self._keeper.start(name, runnable_id, _owner(caller), work) if self._wait > 0 else None
+                kept = wait > 0 or task_ttl_ms is not None
+                run = self._keeper.start(name, runnable_id, owner_of(caller), work, task_ttl_ms) if kept else None
             except RefactorError as error:
                 watched.ended(error)
                 return error_result(error, self._text_limit)
@@ -75,10 +109,10 @@ class ToolRunner:
                 if run is None:  # no wait set: the run is awaited to its end in the call's own task
                     outcome = await self._heartbeat(work(), runnable_id, timeout, report_progress)
                 else:
-                    waited = self._wait_or_detach(run, self._wait)
+                    waited = self._wait_or_detach(run, wait, always)
                     if not await self._heartbeat(waited, runnable_id, timeout, report_progress):
                         watched.detached()
-                        return running_result(run.record.handle, runnable_id, name, self._keeper.elapsed(run.record))
+                        return run.record
                     assert run.outcome is not None
                     outcome = run.outcome
                     self._keeper.forget(run)
@@ -102,7 +136,7 @@ class ToolRunner:
         self, arguments: dict[str, Any] | None, report_progress: ProgressReporter | None, caller: Caller | None
     ) -> CallToolResult:
         """The outcome of a detached run, waited for up to wait_seconds (at most the server's wait)."""
-        owner = _owner(caller)
+        owner = owner_of(caller)
         try:
             args = validated(GetRunArguments, arguments, GET_RUN)
             wait = self._wait if args.wait_seconds is None else min(args.wait_seconds, self._wait)
@@ -118,7 +152,7 @@ class ToolRunner:
 
     async def cancel_run(self, arguments: dict[str, Any] | None, caller: Caller | None) -> CallToolResult:
         """Stop a detached run; its outcome instead, unchanged, when it had already ended."""
-        owner = _owner(caller)
+        owner = owner_of(caller)
         try:
             args = validated(CancelRunArguments, arguments, CANCEL_RUN)
             record = await self._keeper.look(args.handle, owner)
@@ -136,6 +170,11 @@ class ToolRunner:
         except RefactorError as error:
             return error_result(error, self._text_limit)
         return self._as_result(record)
+
+    @property
+    def keeper(self) -> RunKeeper:
+        """The runs of this server: the tasks methods read and cancel them too."""
+        return self._keeper
 
     def _as_result(self, record: RunRecord) -> CallToolResult:
         if record.outcome is None:
@@ -155,13 +194,13 @@ class ToolRunner:
             "again with run_runnable."
         )
 
-    async def _wait_or_detach(self, run: PendingRun, seconds: float) -> bool:
-        """True once the run ended within `seconds`; False once it is detached. While the store cannot take it, the
-        call goes on waiting, and tries again every few seconds."""
+    async def _wait_or_detach(self, run: PendingRun, seconds: float, always: bool) -> bool:
+        """True once the run ended within `seconds`; False once it is detached (`always`: even if it ended). While
+        the store cannot take it, the call goes on waiting, and tries again every few seconds."""
         while True:
             with anyio.move_on_after(seconds):
                 await run.done.wait()
-            if run.outcome is not None:
+            if run.outcome is not None and not always:
                 return True
             if await self._keeper.detach(run):
                 return False
@@ -190,7 +229,7 @@ class ToolRunner:
             return error
 
 
-def _owner(caller: Caller | None) -> str:
+def owner_of(caller: Caller | None) -> str:
     """Whose runs a caller may read: its identity, or over stdio and unauthenticated loopback HTTP, the one user."""
     return caller.key if caller is not None else "local"
 
