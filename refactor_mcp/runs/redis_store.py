@@ -6,9 +6,10 @@ Keys, all under REFACTOR_RUN_STORE_PREFIX and all expiring:
   (a task: its ttl); while pending, its holder's heartbeat keeps it. Listing keys reveals no handle to replay.
 - `owner:<digest of the owner>`: a sorted set of the owner's run digests, for `tasks/list`.
 - `replica:<id>`: a replica's heartbeat, refreshed every HEARTBEAT_SECONDS, expiring after LIVENESS_SECONDS. A pending
-  run whose holder's heartbeat is gone is lost: the next reader records it so.
-- `cancel:<digest>`: a cancel asked through another replica, beside a message on the holder's channel (a flag
-  outlives a message missed while reconnecting; the heartbeat reads it).
+  run whose holder's heartbeat is gone is lost: the next reader records it so. Found gone by its own replica (Redis
+  restarted, or the heartbeat lapsed in an outage), the replica writes again the pending runs Redis lost.
+- `cancels:<replica id>`: the digests of the runs other replicas asked this one to cancel, beside a message on its
+  channel: the set outlives a message missed while reconnecting, and the heartbeat reads it.
 Channels: `ended` (a run's outcome is kept: waiters on every replica look again) and `cancel:<replica id>`.
 
 Writes that decide (the first end, a lost end giving way to the real one) are Lua scripts: one round trip each,
@@ -81,11 +82,10 @@ if not values[8] then alive = redis.call('EXISTS', ARGV[1] .. values[6]) end
 table.insert(values, alive)
 return values
 """
-# KEYS: run, owner index, cancel flag. ARGV: ttl. 0: the run is gone (Redis lost it); 2: a cancel is asked; else 1.
+# KEYS: run, owner index. ARGV: ttl. 0 when the run is gone (Redis lost it).
 REFRESH = """
 if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
 return 1
 """
 
@@ -127,6 +127,9 @@ class RedisRunStore(RunStore):
         self._get, self._refresh = self._redis.register_script(GET), self._redis.register_script(REFRESH)
         self._held: dict[str, RunRecord] = {}
         """Pending runs added by this process: the heartbeat keeps their keys, and writes them again if lost."""
+        self._refreshed: dict[str, float] = {}
+        """When each held run's keys were last given their TTL (time.monotonic())."""
+        self._beaten = False
         self._unsaved: dict[str, tuple[RunRecord, dict[str, Any], bool]] = {}
         """Outcomes that could not be written: the heartbeat writes them once Redis answers."""
         self._waiters: dict[str, set[anyio.Event]] = {}
@@ -175,6 +178,7 @@ class RedisRunStore(RunStore):
         record.holder = self.replica
         await self._call(self._write_pending(record))
         self._held[record.handle] = record
+        self._refreshed[record.handle] = time.monotonic()
 
     async def get(self, handle: str, owner: str) -> RunRecord | None:
         values = await self._call(self._get(keys=[self._run_key(handle)], args=[self._replicas]))
@@ -204,6 +208,7 @@ class RedisRunStore(RunStore):
 
     async def end(self, record: RunRecord, outcome: dict[str, Any], lost: bool = False) -> bool:
         self._held.pop(record.handle, None)
+        self._refreshed.pop(record.handle, None)
         try:
             return await self._write_end(record, outcome, lost)
         except RedisError as exc:
@@ -233,7 +238,9 @@ class RedisRunStore(RunStore):
 
     async def request_cancel(self, record: RunRecord) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._cancel_key(record.handle), b"1", ex=CANCEL_FLAG_SECONDS)
+            asked = self._key("cancels:", record.holder)
+            pipe.sadd(asked, digest(record.handle))
+            pipe.expire(asked, CANCEL_FLAG_SECONDS)
             pipe.publish(self._key("cancel:", record.holder), record.handle.encode())
             await self._call(pipe.execute())
 
@@ -297,22 +304,42 @@ class RedisRunStore(RunStore):
                 self._wake_all()
 
     async def _beat(self) -> None:
-        """Say this replica is alive, keep its pending runs (writing again those Redis lost), hear cancels asked
-        by flag, and write the outcomes kept in memory."""
-        held = list(self._held.values())
-        ttl = int(self._ttl) + 1
+        """Say this replica is alive, hear the cancels asked of it, keep its pending runs (writing them again when
+        Redis lost them), and write the outcomes kept in memory. O(1) round trips, but for runs due a refresh."""
+        asked_key = self._key("cancels:", self.replica)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("replica:", self.replica), b"1", ex=int(LIVENESS_SECONDS), get=True)
+            pipe.smembers(asked_key)
+            pipe.delete(asked_key)
+            was, asked, _ = await pipe.execute()
+        if was is None and self._beaten:  # Redis restarted, or this heartbeat lapsed: check every run it holds
+            self._refreshed.clear()
+        self._beaten = True
+        if asked:
+            by_digest = {digest(handle): handle for handle in self._held}
+            for name in asked:
+                if (handle := by_digest.get(name.decode())) is not None:
+                    self._on_cancel(handle)
+        await self._keep()
+        await self._write_unsaved()
+
+    async def _keep(self) -> None:
+        """Refresh the keys of pending runs not refreshed for a quarter of their TTL; write again those gone."""
+        now, ttl = time.monotonic(), int(self._ttl) + 1
+        due = [record for handle, record in self._held.items() if self._refreshed.get(handle, 0) + ttl / 4 <= now]
+        if not due:
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._key("replica:", self.replica), b"1", ex=int(LIVENESS_SECONDS))
-            for record in held:
-                keys = [self._run_key(record.handle), self._owner_key(record.owner), self._cancel_key(record.handle)]
+            for record in due:
+                keys = [self._run_key(record.handle), self._owner_key(record.owner)]
                 await self._refresh(keys=keys, args=[ttl], client=pipe)
             answers = await pipe.execute()
-        for record, answer in zip(held, answers[1:], strict=True):
-            if answer == 0 and record.handle in self._held:
+        for record, answer in zip(due, answers, strict=True):
+            if record.handle not in self._held:
+                continue
+            if answer == 0:
                 await self._write_pending(record)
-            elif answer == 2:
-                self._on_cancel(record.handle)
-        await self._write_unsaved()
+            self._refreshed[record.handle] = now
 
     async def _listen(self) -> None:
         ended, cancel = self._key("ended", ""), self._key("cancel:", self.replica)
@@ -349,9 +376,6 @@ class RedisRunStore(RunStore):
 
     def _owner_key(self, owner: str) -> str:
         return self._key("owner:", digest(owner))
-
-    def _cancel_key(self, handle: str) -> str:
-        return self._key("cancel:", digest(handle))
 
     def _fields(self, record: RunRecord) -> list[Any]:
         return [
