@@ -109,7 +109,10 @@ class RunKeeper:
         run.done.set()
 
     async def _store(self, record: RunRecord, outcome: Outcome) -> None:
-        result = tool_result(outcome, self._text_limit).model_dump(mode="json", by_alias=True, exclude_none=True)
+        # Without resultType: a field of the 2026-07-28 wire, which 2025-11-25's tasks/result must not carry.
+        result = tool_result(outcome, self._text_limit).model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude={"result_type"}
+        )
         with anyio.CancelScope(shield=True):  # the outcome is kept even when the server is being stopped
             await self.store.end(record, result, lost=isinstance(outcome, RunLostError))
         telemetry.run_stored(record.tool, record.runnable_id, record.handle, outcome)

@@ -52,14 +52,14 @@ FIELDS = ("handle", "owner", "tool", "runnable", "started", "holder", "ttl_ms", 
 
 T = TypeVar("T")
 
-# KEYS: run, owner index. ARGV: ttl, lost ("1"/"0"), ended channel, digest, started, then field/value pairs.
+# KEYS: run, owner index. ARGV: ttl in ms, lost ("1"/"0"), ended channel, digest, started, then field/value pairs.
 END = """
 local had = redis.call('HGET', KEYS[1], 'outcome')
 if had and (ARGV[2] == '1' or redis.call('HGET', KEYS[1], 'lost') ~= '1') then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
@@ -252,7 +252,7 @@ class RedisRunStore(RunStore):
         await self._add(keys=[key, index], args=[ttl, digest(record.handle), record.started_at, *self._fields(record)])
 
     async def _write_end(self, record: RunRecord, outcome: dict[str, Any], lost: bool) -> bool:
-        ttl = int(self._ttl if record.task_ttl_ms is None else record.task_ttl_ms / 1000) + 1
+        ttl_ms = int(self._ttl * 1000) if record.task_ttl_ms is None else record.task_ttl_ms
         text = json.dumps(outcome, separators=(",", ":")).encode()
         sealed = self._cipher.encrypt(text) if self._cipher is not None else text
         fields = [
@@ -268,7 +268,7 @@ class RedisRunStore(RunStore):
         channel, name = self._key("ended", ""), digest(record.handle)
         return bool(
             await self._end(
-                keys=[key, index], args=[ttl, "1" if lost else "0", channel, name, record.started_at, *fields]
+                keys=[key, index], args=[ttl_ms, "1" if lost else "0", channel, name, record.started_at, *fields]
             )
         )
 

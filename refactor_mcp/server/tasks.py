@@ -42,6 +42,7 @@ from mcp.types import (
 from ..auth.caller import current_caller, log_call
 from ..errors import RefactorError
 from ..runs.store import RunRecord
+from ..tools.arguments import HANDLE_TOOL_NAMES
 from ..tools.definitions import RunnableTool
 from ..tools.runner import ToolRunner, owner_of
 from .cancellation import CallWatch
@@ -111,9 +112,18 @@ class Tasks:
         """Middleware on every request: a tools/call that may become a task is answered here, as the SDK's tools/call
         handler returns only tool results. Any other request goes on."""
         raw = ctx.params
-        if ctx.method != "tools/call" or not isinstance(raw, Mapping) or raw.get("name") not in self._tools:
+        if ctx.method != "tools/call" or not isinstance(raw, Mapping):
             return await call_next(ctx)
-        if ctx.protocol_version == LEGACY_VERSION and raw.get("task") is not None:
+        legacy_task = ctx.protocol_version == LEGACY_VERSION and raw.get("task") is not None
+        if legacy_task and raw.get("name") in HANDLE_TOOL_NAMES:
+            raise MCPError(
+                METHOD_NOT_FOUND,
+                f"Tool {raw['name']!r} does not run as a task (its execution.taskSupport is forbidden): call it "
+                "without `task`.",
+            )
+        if raw.get("name") not in self._tools:
+            return await call_next(ctx)
+        if legacy_task:
             return await self._call(ctx, modern=False)
         if declares_extension(ctx):
             return await self._call(ctx, modern=True)
