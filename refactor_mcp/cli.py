@@ -20,26 +20,10 @@ import anyio
 
 from ._version import __version__
 from .errors import cannot_listen
-from .redaction import RedactingFormatter
+from .logs import configure_logging
 
 if TYPE_CHECKING:
     from .config import Settings
-
-
-def configure_logging(settings: Settings) -> None:
-    """Log to stderr only, at the configured level, with the secrets scrubbed; then the configuration's warnings."""
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        from .telemetry.logs import JsonFormatter  # loads the OpenTelemetry API early: only when asked for
-
-        handler.setFormatter(JsonFormatter(settings.redactor()))
-    else:
-        handler.setFormatter(RedactingFormatter(settings.redactor()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level)
-    for warning in settings.warnings():
-        logging.getLogger("refactor_mcp").warning(warning)
 
 
 def _serve_options(*, dirs_per_flag: int | str) -> argparse.ArgumentParser:

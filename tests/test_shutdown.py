@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -76,12 +77,39 @@ async def draining_health(server: HttpServer) -> httpx2.Response:
     return health
 
 
-def stopped(server: HttpServer, signalled: float) -> tuple[int, float, str]:
+def stopped(server: HttpServer, signalled: float, log: StderrLines | None = None) -> tuple[int, float, str]:
     """The exit status, the seconds from the signal to the exit, and what the server logged."""
     status = server.process.wait(timeout=DRAIN + GRACE)
     elapsed = time.monotonic() - signalled
+    if log is not None:
+        return status, elapsed, log.text()
     assert server.process.stderr is not None
     return status, elapsed, server.process.stderr.read()
+
+
+class StderrLines:
+    """A server's stderr, read line by line as it comes (in a thread), so a test can wait for a line."""
+
+    def __init__(self, server: HttpServer) -> None:
+        assert server.process.stderr is not None
+        self._stream = server.process.stderr
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self._lines.append(line)
+
+    def wait_for(self, text: str, count: int, within: float = 30) -> None:
+        deadline = time.monotonic() + within
+        while sum(text in line for line in list(self._lines)) < count:
+            assert time.monotonic() < deadline, f"{count} x {text!r} not logged within {within} s: {self.text()}"
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        self._reader.join(timeout=10)
+        return "".join(self._lines)
 
 
 def assert_drained_and_delivered(log: str, elapsed: float) -> None:
@@ -113,15 +141,19 @@ class Drained:
 
 
 async def sigterm_during_calls(
-    api: Emulator, eras: tuple[str, ...], *flags: str, ts_client: Path | None = None
+    api: Emulator, eras: tuple[str, ...], *flags: str, ts_client: Path | None = None, workers: int = 1
 ) -> Drained:
     """For each era (and each TypeScript client kind, given the script) at once, start a long call; send SIGTERM
-    once they all reached the API, read /healthz and make a new call per client during the drain, then wait for
-    the server to exit."""
+    once they all reached the API (and every worker has started: /healthz answers once one has), read /healthz and
+    make a new call per client during the drain, then wait for the server to exit."""
     in_flight: dict[str, CallToolResult] = {}
     new_calls: dict[str, CallToolResult] = {}
     typescript: dict[str, Any] = {}
-    with http_server(api, *flags, **SHUTDOWN_ENV) as server:
+    env = {**SHUTDOWN_ENV, "REFACTOR_LOG_LEVEL": "INFO"} if workers > 1 else SHUTDOWN_ENV
+    with http_server(api, *flags, **env) as server:
+        log = StderrLines(server) if workers > 1 else None
+        if log is not None:
+            await anyio.to_thread.run_sync(log.wait_for, "Application startup complete.", workers)
         with anyio.fail_after(DRAIN + GRACE + 20):
             async with anyio.create_task_group() as group:
 
@@ -160,8 +192,8 @@ async def sigterm_during_calls(
                     if node is not None:
                         node.kill()
                         node.wait()
-        status, elapsed, log = stopped(server, signalled)
-    return Drained(in_flight, health, new_calls, typescript, status, elapsed, log)
+        status, elapsed, text = stopped(server, signalled, log)
+    return Drained(in_flight, health, new_calls, typescript, status, elapsed, text)
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +233,7 @@ async def test_sigterm_drains_then_delivers_the_calls_in_flight_to_python_and_ty
 
 async def test_every_worker_drains_then_delivers(api: Emulator) -> None:
     # uvicorn's supervisor passes the signal on to each worker within half a second.
-    drained = await sigterm_during_calls(api, ("legacy",), "--stateless", "--workers", "2")
+    drained = await sigterm_during_calls(api, ("legacy",), "--stateless", "--workers", "2", workers=2)
     assert drained.health.status_code == 503
     assert drained.new_calls["legacy"].is_error is False
     assert slept(drained.in_flight["legacy"]) == LONG

@@ -36,6 +36,7 @@ from .._version import __version__
 from ..auth import gate
 from ..config import Settings, is_loopback, url_host
 from ..errors import cannot_listen
+from ..logs import configure_logging
 from . import shutdown
 from .build import build_server
 
@@ -162,8 +163,11 @@ def graceful_app(settings: Settings) -> ASGIApp:
 
 
 def app_from_environment() -> ASGIApp:
-    """App factory for uvicorn workers: each worker process reads the same environment."""
-    return graceful_app(Settings())
+    """App factory for uvicorn workers: each worker process reads the same environment, and logs as the command
+    does (a worker starts as a fresh interpreter: without this, its logs would be unformatted and unscrubbed)."""
+    settings = Settings()
+    configure_logging(settings, warn=False)
+    return graceful_app(settings)
 
 
 def auth_mode(settings: Settings) -> str:
