@@ -7,9 +7,11 @@ must keep: structuredContent matches the tool's advertised outputSchema, and the
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import functools
 import hashlib
+import io
 import json
 import os
 import queue
@@ -390,3 +392,155 @@ class RawStdio:
         if not self._reader.is_alive() and self.process.stdout is not None:  # read to its end: nothing left to keep
             self.process.stdout.close()
         return status
+
+
+# -- a load balancer in front of replicas, and the Redis they share -----------------------------------------------
+
+HAPROXY = shutil.which("haproxy")
+LB_CONFIG = Path(__file__).parent / "lb" / "haproxy.cfg"
+needs_haproxy = pytest.mark.skipif(
+    HAPROXY is None, reason="haproxy is not installed (Debian: apt-get install -y haproxy)"
+)
+
+
+class Balancer:
+    """HAProxy in the foreground, with its admin socket, config and log in a directory of the test's own."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._socket = str(directory / "admin.sock")
+
+    def admin(self, command: str) -> str:
+        """One command on the admin socket (such as `set server replicas/r1 state drain`); its answer."""
+        with socket.socket(socket.AF_UNIX) as admin:
+            admin.settimeout(5)
+            admin.connect(self._socket)
+            admin.sendall(f"{command}\n".encode())
+            answer = b""
+            while chunk := admin.recv(65536):
+                answer += chunk
+        return answer.decode()
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """Each replica's row of `show stat` on the admin socket: `status` (UP, DOWN...), `scur` (in flight), `stot`
+        (requests served)..."""
+        rows = csv.DictReader(io.StringIO(self.admin("show stat").removeprefix("# ")))
+        return {row["svname"]: row for row in rows if row["pxname"] == "replicas" and row["svname"][0] == "r"}
+
+    def wait_until_up(self, name: str, limit: float = 20) -> None:
+        deadline = time.monotonic() + limit
+        while (seen := self.stats()[name]["status"]) != "UP":
+            assert time.monotonic() < deadline, f"the balancer still sees {name} as {seen}"
+            time.sleep(0.05)
+
+    def wait_for_calls(self, name: str, limit: float = 10) -> int:
+        """Calls in flight on `name`, once there is at least one: a restart is only a test if it cuts into some."""
+        deadline = time.monotonic() + limit
+        while (calls := int(self.stats()[name]["scur"])) == 0:
+            assert time.monotonic() < deadline, f"no call reached {name} in {limit} s"
+            time.sleep(0.01)
+        return calls
+
+
+@contextmanager
+def balancer(directory: Path, ports: list[int]) -> Iterator[Balancer]:
+    """HAProxy (tests/lb/haproxy.cfg: least connections, active health checks) in front of replicas on `ports`
+    (three), ready once it sees every one up."""
+    assert HAPROXY is not None
+    port = closed_port()
+    env = {"LB_DIR": str(directory), "LB_PORT": str(port)} | {f"REPLICA_{i}": str(p) for i, p in enumerate(ports, 1)}
+    with (directory / "haproxy.log").open("w") as log:
+        process = subprocess.Popen(
+            [HAPROXY, "-f", str(LB_CONFIG), "-db"], env={**os.environ, **env}, cwd=directory, stderr=log
+        )
+        try:
+            lb = Balancer(directory, port)
+            deadline = time.monotonic() + 20
+            while not (directory / "admin.sock").exists():
+                assert process.poll() is None, (directory / "haproxy.log").read_text()
+                assert time.monotonic() < deadline, "HAProxy did not start"
+                time.sleep(0.05)
+            for i in range(1, len(ports) + 1):
+                lb.wait_until_up(f"r{i}")
+            yield lb
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+REDIS_SERVER = shutil.which("redis-server") or next(
+    (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(path, os.X_OK)), None
+)
+needs_redis = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (Debian: apt-get install -y redis-server)"
+)
+
+
+class RedisServer:
+    """Debian's redis-server on a loopback port of its own, in the foreground, its files and log in `directory`.
+
+    No snapshots; the append-only file only when asked (`appendonly`), so that a restart on the same port (`stop`,
+    then `start`) comes back with the data or without it. `url` carries the password when there is one."""
+
+    def __init__(self, directory: Path, appendonly: bool = False, password: str | None = None) -> None:
+        assert REDIS_SERVER is not None
+        self.directory = directory
+        self.port = closed_port()
+        self.appendonly = appendonly
+        self.password = password
+        credentials = f":{password}@" if password else ""
+        self.url = f"redis://{credentials}127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, within: float = 10) -> None:
+        """Start on the port, the same every time; ready once it answers PING."""
+        assert self.process is None, "already running"
+        assert REDIS_SERVER is not None
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory)]
+        options += ["--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no", "--logfile", ""]
+        if self.password:
+            options += ["--requirepass", self.password]
+        with (self.directory / f"redis-{self.port}.log").open("a") as log:
+            self.process = subprocess.Popen([REDIS_SERVER, *options], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + within
+        while not self.ping():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"redis-server did not answer PING within {within} s: {self.log()}"
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        """Whether it answers PING (after AUTH, with a password)."""
+        command = (f"AUTH {self.password}\r\n" if self.password else "") + "PING\r\n"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                connection.sendall(command.encode())
+                answer = b""
+                while answer.count(b"\r\n") < command.count("\r\n") and (chunk := connection.recv(1024)):
+                    answer += chunk
+                return answer.endswith(b"+PONG\r\n")  # not an error such as LOADING (still reading its file)
+        except OSError:
+            return False
+
+    def stop(self, within: float = 10) -> None:
+        """SIGTERM, as a service manager stops it (the append-only file is flushed), and wait for the exit."""
+        self._end(signal.SIGTERM, within)
+
+    def kill(self, within: float = 10) -> None:
+        """SIGKILL: gone at once, with whatever it had not written."""
+        self._end(signal.SIGKILL, within)
+
+    def _end(self, how: signal.Signals, within: float) -> None:
+        if self.process is not None:
+            self.process.send_signal(how)
+            self.process.wait(timeout=within)
+            self.process = None
+
+    def log(self) -> str:
+        return (self.directory / f"redis-{self.port}.log").read_text()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -8,7 +8,8 @@ then get_run while the answer is `running`) and reports each call's duration and
 Scaled down, client timeout, wait and run together (6 s, 4.5 s, 7.5 s), over stdio and over streamable HTTP
 answered as SSE (no --json-response; stateful, and stateless): with SDK 1.x, which speaks 2025-11-25 and cannot
 choose, and with the 2.x client pinned to 2026-07-28. Once with the real defaults: SDK 1.x with no timeout option
-(its own 60 s), the server's default wait, a 75 s run, over streamable HTTP (SSE, stateful).
+(its own 60 s), the server's default wait, a 75 s run, over streamable HTTP (SSE, stateless) through HAProxy in
+front of three replicas that share a run store on Redis, so that whichever replica answers get_run has the outcome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,21 @@ import pytest
 
 from refactor_mcp.config import Settings
 
-from .support import API_KEY, SLEEP, TOKEN, Emulator, env_for, http_server, npm_installed, sleep_for
+from .support import (
+    API_KEY,
+    SLEEP,
+    TOKEN,
+    Emulator,
+    RedisServer,
+    balancer,
+    closed_port,
+    env_for,
+    http_server,
+    needs_haproxy,
+    needs_redis,
+    npm_installed,
+    sleep_for,
+)
 
 FOLDER = Path(__file__).parent / "node"
 VERSIONS = {"sdk1": "2025-11-25", "client2-2026": "2026-07-28"}
@@ -121,18 +138,36 @@ def test_a_run_longer_than_the_client_timeout_reaches_it_through_get_run(
     check(seen, api, kind, marker, SCALED_RUN, SCALED_TIMEOUT_MS)
 
 
+@needs_haproxy
+@needs_redis
 @pytest.mark.slow(80)
-def test_a_75_s_run_reaches_claude_desktops_client_at_its_default_timeout(
-    api: Emulator, detach_client: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_75_s_run_reaches_claude_desktops_client_at_its_default_timeout_through_another_replica(
+    api: Emulator, detach_client: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real defaults, once: SDK 1.x with no timeout option (60 s), the server's own wait, over HTTP (SSE)."""
+    """The real defaults, once: SDK 1.x with no timeout option (60 s), the server's own wait, over HTTP (SSE). Once
+    the run has started, the balancer drains the replicas with a request in flight, the one that holds the run among
+    them (no new request goes there), so get_run is answered by another."""
     monkeypatch.delenv("REFACTOR_RUN_WAIT_SECONDS", raising=False)  # the server's default, whatever the shell has
     default_wait = Settings.model_fields["run_wait_seconds"].default
     assert 0 < default_wait < DEFAULT_TIMEOUT_MS / 1000
     marker = uuid.uuid4().hex
-    with http_server(api) as server:
-        seen = drive(
-            detach_client, "sdk1", "http", server.mcp, TOKEN, sleep_for(REAL_RUN, marker=marker), "default", 150
-        )
+    ports = [closed_port() for _ in range(3)]
+    with RedisServer(tmp_path) as store, ExitStack() as replicas, ThreadPoolExecutor(1) as client:
+        for port in ports:
+            replicas.enter_context(http_server(api, "--stateless", port=port, REFACTOR_RUN_STORE_URL=store.url))
+        lb = replicas.enter_context(balancer(tmp_path, ports))
+        arguments = sleep_for(REAL_RUN, marker=marker)
+        driven = client.submit(drive, detach_client, "sdk1", "http", f"{lb.url}/mcp", TOKEN, arguments, "default", 150)
+        api.wait_for(lambda log: marker in json.dumps(log), within=30)
+        # run_runnable waiting, and the client's GET stream: the replica that holds the run is among them.
+        busy = [name for name, row in lb.stats().items() if int(row["scur"]) > 0]
+        assert len(busy) < len(ports), f"no replica left to answer get_run: {lb.stats()}"
+        for name in busy:
+            lb.admin(f"set server replicas/{name} state drain")
+        served_before = {name: int(lb.stats()[name]["stot"]) for name in busy}
+        seen = driven.result()
+        served = {name: int(row["stot"]) for name, row in lb.stats().items()}
+    print(f"requests each replica served: {served}; drained: {busy}")  # for -s runs
     check(seen, api, "sdk1", marker, REAL_RUN, DEFAULT_TIMEOUT_MS)
     assert seen["calls"][0]["structuredContent"]["elapsed_seconds"] >= default_wait - 1, "the default wait applied"
+    assert {name: served[name] for name in busy} == served_before, "get_run went to the replica that held the run"

@@ -10,16 +10,9 @@ marker in its resource metadata, so the emulator's request log shows any run sta
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +20,21 @@ from typing import Any
 import anyio
 import pytest
 
-from .support import Emulator, call, closed_port, connect_http, http_server, sleep_for, text_of
+from .support import (
+    Balancer,
+    Emulator,
+    balancer,
+    call,
+    closed_port,
+    connect_http,
+    http_server,
+    needs_haproxy,
+    sleep_for,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
-HAPROXY = shutil.which("haproxy")
-CONFIG = Path(__file__).parent / "lb" / "haproxy.cfg"
 REPLICAS = 3
 ERAS = ("legacy", "2026-07-28")
 WORKERS = 6
@@ -46,64 +48,6 @@ WARM_UP = 2.0
 DRAIN_SECONDS = "1"
 """Longer than the balancer takes to drop a replica (two failed checks 250 ms apart), shorter than the longest call
 (3 s): a replica closes its listener with calls still in flight, so the grace period is tested as well as the drain."""
-
-
-class Balancer:
-    """HAProxy in the foreground, with its admin socket, config and log in a directory of the test's own."""
-
-    def __init__(self, directory: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._socket = str(directory / "admin.sock")
-
-    def stats(self) -> dict[str, dict[str, str]]:
-        """Each replica's row of `show stat` on the admin socket: `status` (UP, DOWN...), `scur` (in flight)..."""
-        with socket.socket(socket.AF_UNIX) as admin:
-            admin.settimeout(5)
-            admin.connect(self._socket)
-            admin.sendall(b"show stat\n")
-            answer = b""
-            while chunk := admin.recv(65536):
-                answer += chunk
-        rows = csv.DictReader(io.StringIO(answer.decode().removeprefix("# ")))
-        return {row["svname"]: row for row in rows if row["pxname"] == "replicas" and row["svname"][0] == "r"}
-
-    def wait_until_up(self, name: str, limit: float = 20) -> None:
-        deadline = time.monotonic() + limit
-        while (seen := self.stats()[name]["status"]) != "UP":
-            assert time.monotonic() < deadline, f"the balancer still sees {name} as {seen}"
-            time.sleep(0.05)
-
-    def wait_for_calls(self, name: str, limit: float = 10) -> int:
-        """Calls in flight on `name`, once there is at least one: a restart is only a test if it cuts into some."""
-        deadline = time.monotonic() + limit
-        while (calls := int(self.stats()[name]["scur"])) == 0:
-            assert time.monotonic() < deadline, f"no call reached {name} in {limit} s"
-            time.sleep(0.01)
-        return calls
-
-
-@contextmanager
-def balancer(directory: Path, ports: list[int]) -> Iterator[Balancer]:
-    assert HAPROXY is not None
-    port = closed_port()
-    env = {"LB_DIR": str(directory), "LB_PORT": str(port)} | {f"REPLICA_{i}": str(p) for i, p in enumerate(ports, 1)}
-    with (directory / "haproxy.log").open("w") as log:
-        process = subprocess.Popen(
-            [HAPROXY, "-f", str(CONFIG), "-db"], env={**os.environ, **env}, cwd=directory, stderr=log
-        )
-        try:
-            lb = Balancer(directory, port)
-            deadline = time.monotonic() + 20
-            while not (directory / "admin.sock").exists():
-                assert process.poll() is None, (directory / "haproxy.log").read_text()
-                assert time.monotonic() < deadline, "HAProxy did not start"
-                time.sleep(0.05)
-            for i in range(1, len(ports) + 1):
-                lb.wait_until_up(f"r{i}")
-            yield lb
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
 
 
 @dataclass
@@ -181,7 +125,7 @@ def rolling_restart(
     return restarts
 
 
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (Debian: apt-get install -y haproxy)")
+@needs_haproxy
 @pytest.mark.parametrize("flags", [("--stateless",), ("--stateless", "--json-response")], ids=["sse", "json"])
 @pytest.mark.slow(25)
 async def test_a_rolling_restart_under_load_loses_no_result_and_runs_nothing_twice(
