@@ -17,7 +17,7 @@ import hashlib
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -39,7 +39,11 @@ REFETCH_SECONDS = 30.0
 stream of made-up key IDs cannot turn this server into a flood against the authorization server."""
 INTROSPECTION_CACHE_SECONDS = 10.0
 """How long an introspection answer is reused: a revoked opaque token stops working within this."""
-INTROSPECTION_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SECONDS = 30.0
+"""How long a verified JWT is accepted again without checking its signature (never past its `exp`): the check costs
+more than the rest of a call. A JWKS rotation that withdraws a key takes effect within this."""
+CACHE_SIZE = 10_000
+"""Tokens remembered at most, per cache; only hashes of them are kept."""
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
@@ -48,6 +52,7 @@ key misused as one) are refused."""
 ROOT_METADATA_PATH = "/.well-known/oauth-protected-resource"
 FETCH_TIMEOUT = httpx2.Timeout(10.0)
 
+T = TypeVar("T")
 _URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 """URLs kept as configured: an issuer compares as a string, so no slash may be added to it."""
 
@@ -157,6 +162,31 @@ class SigningKeys:
         return next((key for key in keys if key.key_id == kid), None)
 
 
+class Recent(Generic[T]):
+    """What was learnt about a token, by a hash of the token, each for a bounded time; at most CACHE_SIZE kept."""
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, T]] = {}
+
+    def get(self, token: str) -> T | None:
+        entry = self._entries.get(_digest(token))
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def put(self, token: str, value: T, seconds: float) -> None:
+        now = time.monotonic()
+        if seconds <= 0:
+            return
+        if len(self._entries) >= CACHE_SIZE:
+            self._entries = {key: entry for key, entry in self._entries.items() if entry[0] > now}
+            if len(self._entries) >= CACHE_SIZE:
+                self._entries.clear()
+        self._entries[_digest(token)] = (now + seconds, value)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 class Introspection:
     """RFC 7662 answers for opaque tokens, each reused for at most INTROSPECTION_CACHE_SECONDS."""
 
@@ -170,20 +200,14 @@ class Introspection:
         # client_secret_basic: each part form-encoded, then Base64 (RFC 6749 section 2.3.1).
         pair = f"{quote(settings.oauth_client_id, safe='')}:{quote(settings.oauth_client_secret.get_secret_value())}"
         self._authorization = f"Basic {base64.b64encode(pair.encode()).decode()}"
-        self._cache: dict[bytes, tuple[float, dict[str, Any]]] = {}
+        self._cache: Recent[dict[str, Any]] = Recent()
 
     async def answer(self, token: str) -> dict[str, Any]:
         """The endpoint's answer about `token`; only a hash of the token is kept."""
-        digest = hashlib.sha256(token.encode()).digest()
-        now = time.monotonic()
-        if (cached := self._cache.get(digest)) is not None and cached[0] > now:
-            return cached[1]
+        if (cached := self._cache.get(token)) is not None:
+            return cached
         answer = await self.ask(token)
-        if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
-            self._cache = {key: entry for key, entry in self._cache.items() if entry[0] > now}
-            if len(self._cache) >= INTROSPECTION_CACHE_SIZE:
-                self._cache.clear()
-        self._cache[digest] = (now + INTROSPECTION_CACHE_SECONDS, answer)
+        self._cache.put(token, answer, INTROSPECTION_CACHE_SECONDS)
         return answer
 
     async def ask(self, token: str) -> dict[str, Any]:
@@ -242,10 +266,13 @@ class OAuthVerifier(TokenVerifier):
         self._audience = audience(settings)
         self._keys = SigningKeys(http, self._issuer, settings.oauth_jwks_url)
         self._introspection = Introspection(http, settings) if settings.oauth_introspection_url else None
+        self._verified: Recent[AccessToken] = Recent()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's identity, or None when it is refused. Raises IssuerUnavailable when it cannot be checked:
         the cause is on the server's side, and the gate says so (503), rather than that the token is bad."""
+        if (verified := self._verified.get(token)) is not None:
+            return verified
         try:
             try:
                 header = jwt.get_unverified_header(token)
@@ -276,7 +303,9 @@ class OAuthVerifier(TokenVerifier):
             )
         except jwt.PyJWTError as exc:
             raise Refused(f"a JWT: {exc}") from None
-        return _access_token(token, claims)
+        accepted = _access_token(token, claims)
+        self._verified.put(token, accepted, min(VERIFIED_CACHE_SECONDS, claims["exp"] - time.time()))
+        return accepted
 
     async def _opaque(self, token: str) -> AccessToken:
         if self._introspection is None:

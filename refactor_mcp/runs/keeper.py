@@ -11,6 +11,7 @@ reads it next.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .. import telemetry
 from ..errors import (
@@ -67,9 +67,9 @@ class RunKeeper:
     live: ClassVar[weakref.WeakSet[RunKeeper]] = weakref.WeakSet()
     """Every keeper of this process: a signal that ends the process at once (stdio's SIGTERM) reaches them all."""
 
-    def __init__(self, store: RunStore, tasks: TaskGroup, max_pending: int, text_limit: int) -> None:
+    def __init__(self, store: RunStore, max_pending: int, text_limit: int) -> None:
         self.store = store
-        self._tasks = tasks
+        self._tasks: set[asyncio.Task[None]] = set()
         self._max_pending = max_pending
         self._text_limit = text_limit
         self._pending: dict[str, PendingRun] = {}
@@ -92,8 +92,17 @@ class RunKeeper:
             )
         record = RunRecord(new_handle(), owner, tool, runnable_id, time.time(), task_ttl_ms=task_ttl_ms)
         run = self._pending[record.handle] = PendingRun(record)
-        self._tasks.start_soon(self._run, run, work)
+        # A bare asyncio task, not one of a task group: one starts on every call, and a task group's costs more
+        # than the rest of our work on a call. close() is what waits for them.
+        task = asyncio.get_running_loop().create_task(self._run(run, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
         return run
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("a run's task failed", exc_info=error)
 
     async def _run(self, run: PendingRun, work: Callable[[], Awaitable[Outcome]]) -> None:
         with run.scope:

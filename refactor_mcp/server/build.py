@@ -75,7 +75,7 @@ def build_server(
     async def lifespan(_: Server[ToolRunner]) -> AsyncIterator[ToolRunner]:
         async with RefactorClient(settings, transport=transport) as client, anyio.create_task_group() as runs:
             store = run_store(settings)
-            keeper = RunKeeper(store, runs, settings.max_pending_runs, settings.max_text_chars)
+            keeper = RunKeeper(store, settings.max_pending_runs, settings.max_text_chars)
             await store.open(keeper.on_cancel, runs)
             try:
                 yield ToolRunner(client, resolver, keeper)

@@ -13,6 +13,7 @@ a stateless server routes a cancel notification to the call it names, in this pr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -46,15 +47,16 @@ class CallWatch:
         request = ctx.request
         if not isinstance(request, Request):  # stdio: the SDK applies cancel notifications itself
             return await work()
-        done: list[T] = []
-        async with anyio.create_task_group() as call:
-            call.start_soon(_cancel_on_disconnect, request.receive, call.cancel_scope)
-            with self._registered(_key(request, ctx.request_id), call.cancel_scope):
-                done.append(await work())
-            call.cancel_scope.cancel()
-        if not done:
-            raise MCPError(REQUEST_CANCELLED, "The call was cancelled by its caller; call again to run it.")
-        return done[0]
+        with anyio.CancelScope() as call:
+            # A bare asyncio task, not a task group: the watch is on every call, and a task group costs more than
+            # the rest of our work on a call (the HTTP transport is asyncio's, under uvicorn).
+            watch = asyncio.get_running_loop().create_task(_cancel_on_disconnect(request.receive, call))
+            try:
+                with self._registered(_key(request, ctx.request_id), call):
+                    return await work()
+            finally:
+                watch.cancel()
+        raise MCPError(REQUEST_CANCELLED, "The call was cancelled by its caller; call again to run it.")
 
     async def on_cancelled(self, ctx: ServerRequestContext[Any], params: CancelledNotificationParams) -> None:
         """Stateless mode: cancel the one call this client has in flight under that request id, if exactly one."""
