@@ -39,6 +39,7 @@ from ..tools.definitions import HANDLE_TOOLS, tools_for
 from ..tools.runner import ToolRunner
 from .cancellation import CallWatch
 from .tasks import EXTENSION, Tasks, advertise
+from .tracing import only_when_tracing
 
 INSTRUCTIONS = (
     "Runs re-factor runnables (AI workflows): run_runnable runs any runnable by id, and each named tool runs one. "
@@ -115,7 +116,7 @@ def build_server(
     server.extensions[EXTENSION] = {}
     for method, params_type, handler in tasks.methods():
         server.add_request_handler(method, params_type, handler)
-    server.middleware.append(tasks.intercept)
+    server.middleware = [*only_when_tracing(server.middleware), tasks.intercept]
     if settings.http_stateless:
         # A stateless transport does not know the call a cancel notification names; the watch does.
         server.add_notification_handler("notifications/cancelled", CancelledNotificationParams, watch.on_cancelled)
