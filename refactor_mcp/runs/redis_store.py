@@ -10,6 +10,8 @@ Keys, all under REFACTOR_RUN_STORE_PREFIX and all expiring:
   restarted, or the heartbeat lapsed in an outage), the replica writes again the pending runs Redis lost.
 - `cancels:<replica id>`: the digests of the runs other replicas asked this one to cancel, beside a message on its
   channel: the set outlives a message missed while reconnecting, and the heartbeat reads it.
+- `epoch`: when Redis last started empty (its replicas found no epoch): for SETTLING_SECONDS after, an unknown handle
+  reads as the store being unavailable, not as unknown, since its holder may not have written it back yet.
 Channels: `ended` (a run's outcome is kept: waiters on every replica look again) and `cancel:<replica id>`.
 
 Writes that decide (the first end, a lost end giving way to the real one) are Lua scripts: one round trip each,
@@ -46,6 +48,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 LIVENESS_SECONDS = 10.0
 """A replica silent this long is gone: its pending runs read as lost within LIVENESS_SECONDS + HEARTBEAT_SECONDS."""
+SETTLING_SECONDS = 3 * HEARTBEAT_SECONDS
+"""After Redis restarted empty, how long an unknown handle may still be a pending run its holder has not written back
+yet: such a read answers run_store_unavailable rather than unknown_handle."""
 CANCEL_FLAG_SECONDS = 60
 COMMAND_TIMEOUT_SECONDS = 5.0
 FIELDS = ("handle", "owner", "tool", "runnable", "started", "holder", "ttl_ms", "outcome", "ended", "lost")
@@ -72,15 +77,27 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('TTL', KEYS[2]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
 return 1
 """
-# KEYS: run. ARGV: the replica key prefix. The fields, then 1 when the holder's heartbeat is there (or it ended).
+# KEYS: run, epoch. ARGV: the replica key prefix, settling seconds. The fields, then 1 when the holder's heartbeat is
+# there (or the run ended); nil for an unknown run; 'settling' while the store may still be getting back the runs it
+# lost (its epoch is younger than the settling time: Redis restarted empty moments ago).
 GET = """
 local values = redis.call('HMGET', KEYS[1], 'handle', 'owner', 'tool', 'runnable', 'started', 'holder', 'ttl_ms',
   'outcome', 'ended', 'lost')
-if not values[1] then return nil end
+if not values[1] then
+  local since = redis.call('GET', KEYS[2])
+  if not since or tonumber(redis.call('TIME')[1]) - tonumber(since) < tonumber(ARGV[2]) then return 'settling' end
+  return nil
+end
 local alive = 1
 if not values[8] then alive = redis.call('EXISTS', ARGV[1] .. values[6]) end
 table.insert(values, alive)
 return values
+"""
+# KEYS: epoch. ARGV: ttl. The epoch is when Redis last started empty, as its replicas found it.
+EPOCH = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then
+  redis.call('SET', KEYS[1], redis.call('TIME')[1], 'EX', ARGV[1])
+end
 """
 # KEYS: run, owner index. ARGV: ttl. 0 when the run is gone (Redis lost it).
 REFRESH = """
@@ -114,6 +131,8 @@ class RedisRunStore(RunStore):
         self._ttl = settings.run_ttl_seconds
         self._prefix = settings.run_store_prefix
         self._replicas = self._key("replica:", "")
+        self._epoch = self._key("epoch", "")
+        self._get_args: list[str | int] = [self._replicas, int(SETTLING_SECONDS)]
         keys = settings.run_store_key.get_secret_value().split(",") if settings.run_store_key is not None else []
         self._cipher = MultiFernet([Fernet(key.strip()) for key in keys]) if keys else None
         self._redis = Redis.from_url(
@@ -125,6 +144,7 @@ class RedisRunStore(RunStore):
         )
         self._end, self._add = self._redis.register_script(END), self._redis.register_script(ADD)
         self._get, self._refresh = self._redis.register_script(GET), self._redis.register_script(REFRESH)
+        self._mark_epoch = self._redis.register_script(EPOCH)
         self._held: dict[str, RunRecord] = {}
         """Pending runs added by this process: the heartbeat keeps their keys, and writes them again if lost."""
         self._refreshed: dict[str, float] = {}
@@ -181,7 +201,12 @@ class RedisRunStore(RunStore):
         self._refreshed[record.handle] = time.monotonic()
 
     async def get(self, handle: str, owner: str) -> RunRecord | None:
-        values = await self._call(self._get(keys=[self._run_key(handle)], args=[self._replicas]))
+        values = await self._call(self._get(keys=[self._run_key(handle), self._epoch], args=self._get_args))
+        if values == b"settling":
+            raise RunStoreUnavailableError(
+                f"The run store ({self.where}) lost its data moments ago (it restarted), and the replicas are writing "
+                "back the runs they hold: call again in a few seconds."
+            )
         record = self._record(values, owner) if values is not None else None
         return record if record is not None and record.handle == handle else None
 
@@ -229,8 +254,9 @@ class RedisRunStore(RunStore):
         members: list[bytes] = await self._call(self._redis.zrange(index, 0, -1))  # type: ignore[arg-type]
         async with self._redis.pipeline(transaction=False) as pipe:
             for member in members:
-                await self._get(keys=[self._key("run:", member.decode())], args=[self._replicas], client=pipe)
-            rows = await self._call(pipe.execute())
+                keys = [self._key("run:", member.decode()), self._epoch]
+                await self._get(keys=keys, args=self._get_args, client=pipe)
+            rows = [row if row != b"settling" else None for row in await self._call(pipe.execute())]
         records = [record for row in rows if row is not None and (record := self._record(row, owner)) is not None]
         if gone := [member for member, row in zip(members, rows, strict=True) if row is None]:
             await self._call(self._redis.zrem(index, *gone))
@@ -311,7 +337,8 @@ class RedisRunStore(RunStore):
             pipe.set(self._key("replica:", self.replica), b"1", ex=int(LIVENESS_SECONDS), get=True)
             pipe.smembers(asked_key)
             pipe.delete(asked_key)
-            was, asked, _ = await pipe.execute()
+            await self._mark_epoch(keys=[self._epoch], args=[int(self._ttl) + 1], client=pipe)
+            was, asked, _, _ = await pipe.execute()
         if was is None and self._beaten:  # Redis restarted, or this heartbeat lapsed: check every run it holds
             self._refreshed.clear()
         self._beaten = True
