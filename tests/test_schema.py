@@ -57,8 +57,9 @@ def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: boo
     For input, types must be the spec's, with no null where it does not say `nullable` (nowhere in the request
     body): an optional field is omitted, so null is not advertised, though the server still takes it as omitted
     (test_every_null_the_server_takes_is_taken_but_not_advertised); and every field the spec requires is required.
-    For output (what the API sends), ours must accept at least what the spec allows: its types, null wherever it
-    says `nullable`, and no field required that it does not require. Descriptions are ours, written for a model;
+    For output (what the API sends), ours must accept at least what the spec allows: its types (or none: any value),
+    null wherever it says `nullable`, no field required that it does not require, and an array's entries checked as
+    the spec's or not at all. Descriptions are ours, written for a model;
     the output schema leaves out descriptions and formats, which only cost the clients that check every result.
 
     The one deliberate difference in shape: the spec's `oneOf` is our `anyOf` (google-genai refuses `oneOf`). Its
@@ -68,7 +69,7 @@ def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: boo
     problems = []
     want = types_of(spec) | ({"null"} if spec.get("nullable") else set())
     have = types_of(ours)
-    if want and not (want <= have if output else want == have):
+    if want and not (want <= have or (output and not have) if output else want == have):
         problems.append(f"{path}: type {have} does not fit {want}")
     main = next((o for o in ours.get("anyOf", []) if o.get("type") != "null"), ours)
     mine, expected = {**main, **ours}, {**spec, **BOUNDS.get(path, {})}
@@ -86,7 +87,7 @@ def covers(spec: dict[str, Any], ours: dict[str, Any], path: str, *, output: boo
         problems.append(f"{path}: properties {sorted(our_props)} != {sorted(spec_props)}")
     for name in set(spec_props) & set(our_props):
         problems += covers(spec_props[name], our_props[name], f"{path}.{name}", output=output)
-    if "items" in spec:
+    if "items" in spec and (not output or "items" in main):  # output entries may be left unchecked: any fits
         problems += covers(spec["items"], main.get("items", {}), f"{path}[]", output=output)
     if "oneOf" in ours:
         problems.append(f"{path}: oneOf, which google-genai refuses")

@@ -85,10 +85,30 @@ def input_schema(arguments: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def _lean(node: Any) -> Any:
+    """An output shape as cheap to check as it can be without losing a field: the official clients check every
+    result, and jsonschema's cost grows with each subschema a result reaches. An array's entries are left
+    unchecked (`result.usage` has one per model call: checked, ten of them cost the client more than the rest of
+    the result); the server has validated every answer already."""
+    if isinstance(node, list):
+        return [_lean(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "array" in (types := node.get("type", ())) or types == "array":
+        return {key: value for key, value in node.items() if key != "items"}
+    return {key: _lean(value) for key, value in node.items()}
+
+
 OUTPUT_SCHEMA = {
     "type": "object",
     "anyOf": [
-        self_contained(TypeAdapter(shape).json_schema(schema_generator=_ForClients), described=False)
+        {
+            key: value  # each branch is an object already: the top level says so, once
+            for key, value in _lean(
+                self_contained(TypeAdapter(shape).json_schema(schema_generator=_ForClients), described=False)
+            ).items()
+            if key != "type"
+        }
         for shape in (RunState, ErrorOutcome, RunningOutcome)
     ],
 }
