@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import anyio
 from _emulator import start_emulator
+from _machine import machine
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from refactor_mcp.emulator import DEFAULT_API_KEY, SLEEP_ID
@@ -233,16 +233,6 @@ COLUMNS = [
     ("close s", "{:.1f}"),
 ]
 """What a round prints: times in ms unless named in s."""
-
-
-def machine() -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"Machine: {os.cpu_count()} CPUs, {model}, Linux {platform.release()}; Python {platform.python_version()}; "
-        f"load average {load}"
-    )
 
 
 async def main(options: argparse.Namespace) -> None:

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import re
 import shutil
 import socket
@@ -59,6 +57,7 @@ from typing import Any
 import anyio
 import httpx2
 import redis
+from _machine import machine
 from cryptography.fernet import Fernet
 from mcp import Client
 
@@ -361,16 +360,6 @@ async def outcome_memory(
 # -- the report --------------------------------------------------------------------------------------------------
 
 
-def machine(redis_version: str) -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"Machine: {os.cpu_count()} CPUs, {model}, Linux {platform.release()}; Python {platform.python_version()}; "
-        f"redis-server {redis_version}; load average {load}"
-    )
-
-
 def table(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(name) for name, _, _ in rows)
     print(f"{'':<{width}} {'in-process':>12} {'redis':>12}")
@@ -385,7 +374,7 @@ async def main(options: Options) -> None:
     directory = Path(tempfile.mkdtemp(prefix="refactor-run-store-"))
     redis_server = RedisServer(directory)
     try:
-        print(machine(redis_server.version()))
+        print(machine(f"redis-server {redis_server.version()}"))
         print(
             f"In process (memory streams, emulator as ASGI app); wait {WAIT} s; {options.gets} get_run calls, "
             f"{options.sequential_detaches} + {options.runs} detaches, {options.callers} concurrent callers; "
