@@ -39,6 +39,7 @@ from ..errors import cannot_listen
 from ..logs import configure_logging
 from . import shutdown
 from .build import build_server
+from .workers import serve_workers
 
 logger = logging.getLogger(__name__)
 
@@ -240,9 +241,7 @@ def serve_http(settings: Settings) -> int:
         return 0
     # Worker processes rebuild Settings from the environment, so flags given on the command line go there first.
     os.environ.update(_as_environment(settings))
-    target = f"{__name__}:app_from_environment"
-    uvicorn.run(target, factory=True, workers=settings.http_workers, **options)  # type: ignore[arg-type]
-    return 0
+    return serve_workers(settings.http_workers, options)
 
 
 def _warn_if_issuer_unreachable(settings: Settings) -> None:
