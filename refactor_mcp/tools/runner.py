@@ -9,6 +9,8 @@ asked for progress hears from the run every few seconds while it waits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -198,8 +200,9 @@ class ToolRunner:
         """True once the run ended within `seconds`; False once it is detached (`always`: even if it ended). While
         the store cannot take it, the call goes on waiting, and tries again every few seconds."""
         while True:
-            with anyio.move_on_after(seconds):
-                await run.done.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):  # asyncio's own: an anyio scope costs each call more
+                    await run.done.wait()
             if run.outcome is not None and not always:
                 return True
             if await self._keeper.detach(run):
