@@ -52,8 +52,8 @@ class PendingRun:
     """A run whose upstream request this process holds."""
 
     record: RunRecord
-    task: asyncio.Task[None] | None = None
-    """The task that holds its upstream request; cancelling it closes the request."""
+    task: asyncio.Task[None] = field(init=False)
+    """The task that holds its upstream request (set by `RunKeeper.start`); `RunKeeper._close` cancels it."""
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: Outcome | None = None
     detached: bool = False
@@ -156,8 +156,7 @@ class RunKeeper:
 
     def forget(self, run: PendingRun) -> None:
         """The run's outcome went to its call (or its call was cancelled first): nothing to keep."""
-        if not run.done.is_set() and run.task is not None:
-            run.task.cancel()
+        self._close(run)
 
     async def look(self, handle: str, owner: str, wait_seconds: float = 0) -> RunRecord | None:
         """The run as the store has it, waited for up to `wait_seconds`; a pending run whose holder is gone is
@@ -197,8 +196,7 @@ class RunKeeper:
             f"{self.elapsed(record):.0f} s; the request to re-factor was closed. The run may have started and been "
             "billed at re-factor; start it again only if its outcome is still wanted."
         )
-        if run.task is not None:
-            run.task.cancel()
+        self._close(run)
         return run
 
     async def close(self, grace_seconds: float) -> None:
@@ -232,8 +230,14 @@ class RunKeeper:
                 "still going, and closed its request to re-factor. The run may have finished on re-factor: check "
                 "there before starting it again."
             )
-            if run.task is not None:
-                run.task.cancel()
+            self._close(run)
+
+    @staticmethod
+    def _close(run: PendingRun) -> None:
+        """Close the run's upstream request, while it is still open: once the request answered, the task only keeps
+        the outcome, and a cancel then would lose it."""
+        if run.outcome is None:
+            run.task.cancel()
 
     @staticmethod
     def elapsed(record: RunRecord) -> float:
