@@ -10,10 +10,12 @@ typing at a terminal) waiting with no clue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-from typing import NoReturn, Self
+from collections.abc import AsyncIterator
+from typing import NoReturn, Self, cast
 
 import anyio
 from mcp.server.stdio import stdio_server
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from .. import telemetry
 from ..config import Settings
 from ..runs.keeper import RunKeeper
+from . import pipes
 from .build import build_server
 
 logger = logging.getLogger(__name__)
@@ -35,14 +38,30 @@ async def serve_stdio(settings: Settings) -> None:
     telemetry.configure_sdk(serves_http=False)
     server = build_server(settings)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, _terminated)
-    async with stdio_server() as (read_stream, write_stream):
+    async with _standard_streams() as (read_stream, write_stream):
         answered = _ParseErrorsAnswered(read_stream, write_stream)
         await server.run(answered, write_stream, server.create_initialization_options())
 
 
+@contextlib.asynccontextmanager
+async def _standard_streams() -> AsyncIterator[
+    tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
+]:
+    """The SDK's stdio streams, over the event loop's pipes when stdin and stdout are pipes (see pipes.py)."""
+    if not pipes.are_pipes():
+        async with stdio_server() as streams:
+            yield streams
+        return
+    async with (
+        pipes.stdio_pipes() as (lines, writer),
+        stdio_server(cast("anyio.AsyncFile[str]", lines), cast("anyio.AsyncFile[str]", writer)) as streams,
+    ):
+        yield streams
+
+
 def _terminated() -> NoReturn:
-    """SIGTERM: stop at once (the SDK reads stdin in a thread nothing can cancel), the pending runs logged first;
-    their upstream connections close with the process."""
+    """SIGTERM: stop at once (on the SDK's streams, stdin is read in a thread nothing can cancel), the pending runs
+    logged first; their upstream connections close with the process."""
     for keeper in list(RunKeeper.live):
         keeper.stop_now()
     logging.shutdown()

@@ -1,0 +1,121 @@
+"""stdin and stdout as the event loop's own pipes, when they are pipes or sockets.
+
+The SDK reads and writes the standard streams through anyio's file wrapper: a worker thread per line read, per
+write and per flush, three thread round trips per call. When a client spawns the server (the only way it is
+used), both are pipes or socket pairs, which the event loop reads and writes directly. Anything else (a terminal, a
+file, Windows) keeps the SDK's path: making a terminal non-blocking would leak into the shell that shares it.
+
+As the SDK does for its own streams, fd 0 and fd 1 point at the null device and at stderr while serving, so a
+child process or a stray print cannot read or write the protocol; the wire goes on through private duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Self
+
+if sys.platform != "win32":
+    import fcntl
+
+
+def are_pipes() -> bool:
+    """Whether stdin and stdout are both pipes or sockets, on an OS whose event loop reads those directly."""
+    if sys.platform == "win32":
+        return False
+    try:
+        return all(_is_pipe(os.fstat(fd).st_mode) for fd in (0, 1))
+    except OSError:
+        return False
+
+
+def _is_pipe(mode: int) -> bool:
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+FLUSH_SECONDS = 5.0
+"""How long the last answers may take to reach a client that has stopped reading, once serving has ended."""
+
+
+@contextlib.asynccontextmanager
+async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
+    """stdin's lines and stdout's writer, on the event loop, with fd 0 and fd 1 diverted meanwhile."""
+    loop = asyncio.get_running_loop()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        with _diverted(0, null) as wire_in, _diverted(1, 2 if _is_open(2) else null) as wire_out:
+            reader = asyncio.StreamReader(limit=sys.maxsize)  # a line is one message, whatever its size
+            read_transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0, closefd=False)
+            )
+            write_transport, write_protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
+                os.fdopen(wire_out, "wb", buffering=0, closefd=False),
+            )
+            writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
+            try:
+                yield LineReader(reader), LineWriter(writer)
+            finally:
+                read_transport.close()
+                writer.close()  # what is still buffered is written first
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    async with asyncio.timeout(FLUSH_SECONDS):
+                        await writer.wait_closed()
+    finally:
+        os.close(null)
+
+
+@contextlib.contextmanager
+def _diverted(fd: int, diversion: int) -> Iterator[int]:
+    """A private duplicate of fd (the wire), with fd itself pointing at `diversion` until the end."""
+    wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    try:
+        os.dup2(diversion, fd)
+        try:
+            yield wire
+        finally:
+            os.dup2(wire, fd)
+    finally:
+        os.close(wire)
+
+
+class LineReader:
+    """stdin's lines as text, as the SDK's reader takes them (`async for line in stdin`)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+class LineWriter:
+    """stdout, as the SDK's writer uses it: `write` a message, then `flush`, which waits while the client's pipe
+    is full."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, text: str) -> None:
+        self._writer.write(text.encode())
+
+    async def flush(self) -> None:
+        await self._writer.drain()
