@@ -58,11 +58,11 @@ async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
         with _diverted(0, null) as wire_in, _diverted(1, 2 if _is_open(2) else null) as wire_out:
             reader = asyncio.StreamReader(limit=sys.maxsize)  # a line is one message, whatever its size
             read_transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0, closefd=False)
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(wire_in), "rb", buffering=0)
             )
             write_transport, write_protocol = await loop.connect_write_pipe(
                 lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
-                os.fdopen(wire_out, "wb", buffering=0, closefd=False),
+                os.fdopen(os.dup(wire_out), "wb", buffering=0),
             )
             writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
             try:
@@ -79,7 +79,8 @@ async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
 
 @contextlib.contextmanager
 def _diverted(fd: int, diversion: int) -> Iterator[int]:
-    """A private duplicate of fd (the wire), with fd itself pointing at `diversion` until the end."""
+    """A private duplicate of fd (the wire), with fd itself pointing at `diversion` until the end (each transport
+    is given a duplicate of its own, which it closes)."""
     wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     try:
         os.dup2(diversion, fd)
