@@ -4,16 +4,18 @@
     .venv/bin/python bench/http_side_by_side.py [--rounds 3] [--calls 1500] [--concurrency 32] [--systems ...]
         [--variant LABEL=PYTHONPATH ...]
 
-Every server is stateless streamable HTTP on 127.0.0.1, served by uvicorn with the same HTTP implementation, and
-proxies to one emulator's zero-delay ECHO runnable:
+Every server is stateless streamable HTTP on 127.0.0.1, served by uvicorn, and proxies to one emulator's zero-delay
+ECHO runnable:
 - ours: `python -m refactor_mcp serve --transport http --stateless [--json-response] [--workers 2]`, as shipped
-  (each call waits for its run in a background task, REFACTOR_RUN_WAIT_SECONDS=45), with the inline path
-  (REFACTOR_RUN_WAIT_SECONDS=0), with OAuth (RS256 JWTs checked against a JWKS that a loopback server here
-  publishes) and with two worker processes;
-- minimal: bench/baselines/minimal_server.py's tool and handler, served over HTTP by `Server.streamable_http_app`
-  (that baseline speaks only stdio; `serve-minimal` below is the wrapper);
+  (each call waits for its run in a background task, REFACTOR_RUN_WAIT_SECONDS=45; uvicorn on httptools, which
+  refactor-mcp depends on), with the inline path (REFACTOR_RUN_WAIT_SECONDS=0), with OAuth (RS256
+  JWTs checked against a JWKS that a loopback server here publishes) and with two worker processes;
+- minimal, the floor: bench/baselines/minimal_server.py's tool and handler, served over HTTP by
+  `Server.streamable_http_app` (that baseline speaks only stdio; `serve-minimal` below is the wrapper), on the
+  HTTP parser `pip install mcp` brings (uvicorn's h11); `minimal-*-httptools` is the same server on httptools, as
+  ours, to tell our code's cost from the parser's;
 - fastmcp: bench/baselines/fastmcp_openapi.py's `FastMCP.from_openapi` server, run with transport "http" in its
-  own venv (`serve-fastmcp` below), access log off as in the other two.
+  own venv (`serve-fastmcp` below), access log off as in the other two, on the stack its install brings (h11).
 The load is bare 2025-11-25 JSON-RPC `tools/call` POSTs (as a load balancer's clients send them, no session) from
 `--concurrency` keep-alive connections, written and parsed by a lean asyncio HTTP/1.1 client so that the client
 costs little on a 2-core machine. Each round runs `--calls` calls through every system in turn (the order rotates
@@ -67,6 +69,8 @@ ECHO_ID = "00000000-0000-4000-8000-000000000001"
 SYSTEMS = (
     "minimal-sse",
     "minimal-json",
+    "minimal-sse-httptools",
+    "minimal-json-httptools",
     "fastmcp-sse",
     "fastmcp-json",
     "ours-sse",
@@ -136,12 +140,13 @@ def minimal_app() -> Any:
     )
 
 
-def serve_minimal(port: int, json_response: bool, workers: int) -> None:
+def serve_minimal(port: int, json_response: bool, workers: int, httptools: bool) -> None:
+    """The floor on the HTTP parser the SDK brings (h11), or on refactor-mcp's (httptools)."""
     import uvicorn
 
     os.environ["BENCH_JSON_RESPONSE"] = "1" if json_response else "0"  # read by each worker's minimal_app()
     options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_level": "warning", "access_log": False}
-    options["ws"] = "none"
+    options |= {"ws": "none", "loop": "asyncio", "http": "httptools" if httptools else "h11"}
     if workers == 1:
         uvicorn.run(minimal_app(), **options)
     else:
@@ -264,6 +269,7 @@ def systems_for(names: list[str], variants: dict[str, str], base_url: str, issue
         workers = "2" if name.endswith("-w2") else "1"
         if name.startswith("minimal"):
             argv = [sys.executable, str(Path(__file__)), "serve-minimal", "--port", str(port), *mode]
+            argv += ["--httptools"] if name.endswith("-httptools") else []
             systems.append(System(name, [*argv, "--workers", workers], dict(common), port))
         elif name.startswith("fastmcp"):
             argv = [str(FASTMCP_PYTHON), str(Path(__file__)), "serve-fastmcp", "--port", str(port), *mode]
@@ -487,23 +493,32 @@ def report(systems: list[System]) -> None:
         for system in systems
         if system.rounds
     }
-    print(f"\nMedians over {len(systems[0].rounds)} rounds (floor: minimal in the same answer mode, one process)")
+    print(
+        f"\nMedians over {len(systems[0].rounds)} rounds. Floor: minimal in the same answer mode, one process, on h11 "
+        "as the SDK brings it; same stack: minimal-*-httptools"
+    )
     print(
         f"{'system':<24} {'calls/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/call':>12} "
-        f"{'calls/s vs floor':>17} {'CPU vs floor':>13}"
+        f"{'calls/s vs floor':>17} {'CPU vs floor':>13} {'calls/s vs same stack':>22} {'CPU vs same stack':>18}"
     )
     for name, m in medians.items():
-        floor = medians.get("minimal-json" if "-json" in name else "minimal-sse")
-        rate = f"{m['calls/s'] / floor['calls/s']:>17.2f}" if floor else f"{'-':>17}"
-        cpu = f"{m['cpu'] / floor['cpu']:>13.2f}" if floor else f"{'-':>13}"
-        print(f"{name:<24} {m['calls/s']:>8.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['cpu']:>12.3f} {rate} {cpu}")
+        mode = "json" if "-json" in name else "sse"
+        ratios = ""
+        for floor, width in (
+            (medians.get(f"minimal-{mode}"), (17, 13)),
+            (medians.get(f"minimal-{mode}-httptools"), (22, 18)),
+        ):
+            rate = f"{m['calls/s'] / floor['calls/s']:.2f}" if floor else "-"
+            cpu = f"{m['cpu'] / floor['cpu']:.2f}" if floor else "-"
+            ratios += f" {rate:>{width[0]}} {cpu:>{width[1]}}"
+        print(f"{name:<24} {m['calls/s']:>8.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['cpu']:>12.3f}{ratios}")
 
 
 def versions(fastmcp: bool) -> str:
     import importlib.metadata
     import platform
 
-    names = ("refactor-mcp", "mcp", "uvicorn", "starlette", "httpx2", "pydantic")
+    names = ("refactor-mcp", "mcp", "uvicorn", "h11", "httptools", "starlette", "httpx2", "pydantic")
     said = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in names)
     if fastmcp:
         command = [str(FASTMCP_PYTHON), "-c", "import importlib.metadata as m; print(m.version('fastmcp'))"]
@@ -567,6 +582,7 @@ def main() -> None:
         serve.add_argument("--port", type=int, required=True)
         serve.add_argument("--json", action="store_true", help="JSON answers rather than SSE")
         serve.add_argument("--workers", type=int, default=1)
+        serve.add_argument("--httptools", action="store_true", help="on httptools rather than h11 (minimal only)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=DEFAULT_SYSTEMS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=1500, help="calls per system per round")
@@ -577,7 +593,7 @@ def main() -> None:
     )
     options = parser.parse_args()
     if options.command == "serve-minimal":
-        serve_minimal(options.port, options.json, options.workers)
+        serve_minimal(options.port, options.json, options.workers, options.httptools)
     elif options.command == "serve-fastmcp":
         serve_fastmcp(options.port, options.json)
     else:
