@@ -4,7 +4,8 @@ The API takes files only as `content` data URIs. A caller may instead give `text
 file; the API still receives `content`. A file is checked here (allowed directories, size limit, a regular
 file) before anything is sent, and read only while the request is sent: `RunBody` writes the JSON document
 with each file base64-encoded chunk by chunk into its place, so memory does not grow with the file and no
-copy of it is ever whole in memory. A bare id string becomes `{"id": ...}`, the only id form the spec's
+copy of it is ever whole in memory. A long inline `content` is written the same way, in slices, so that it is not
+copied again into the body. A bare id string becomes `{"id": ...}`, the only id form the spec's
 schema has.
 """
 
@@ -38,6 +39,9 @@ ALLOW_A_FOLDER = (
 
 CHUNK_BYTES = 3 * 512 * 1024
 """File bytes read per step: a multiple of 3, so each chunk base64-encodes without padding."""
+STREAMED_CONTENT_CHARS = 1024 * 1024
+"""An inline `content` this long or longer is written into the body in slices, as files are, rather than copied into
+the JSON text and again into its bytes."""
 
 
 @dataclass(frozen=True)
@@ -78,22 +82,52 @@ class LocalFile:
         return os.fdopen(descriptor, "rb", buffering=0)
 
 
-class RunBody:
-    """The JSON body of a run request, with local files streamed into their places.
+@dataclass(frozen=True)
+class InlineContent:
+    """A long inline data URI (validated: its data is base64, which JSON carries as it is), written in slices."""
 
-    `document` is the body with a unique marker string where each file's `content` goes. Iterating the body
+    value: str
+
+    @property
+    def prefix(self) -> bytes:
+        """The opening quote and the header up to the data, escaped as JSON (a parameter may hold a quote)."""
+        return json.dumps(self.value[: self._data_start], ensure_ascii=False)[:-1].encode()
+
+    @property
+    def _data_start(self) -> int:
+        return self.value.index(",") + 1
+
+    @property
+    def encoded_length(self) -> int:
+        return len(self.prefix) + len(self.value) - self._data_start + 1
+
+    async def encoded(self) -> AsyncIterator[bytes]:
+        yield self.prefix
+        for start in range(self._data_start, len(self.value), CHUNK_BYTES):
+            yield self.value[start : start + CHUNK_BYTES].encode("ascii")
+        yield b'"'
+
+
+Streamed = LocalFile | InlineContent
+"""A part of the body written in chunks as it is sent."""
+
+
+class RunBody:
+    """The JSON body of a run request, with local files and long inline contents streamed into their places.
+
+    `document` is the body with a unique marker string where each streamed `content` goes. Iterating the body
     (once per attempt) yields the JSON with the files read and encoded on the fly; its exact length is
     known in advance, so it is sent with a Content-Length rather than chunked.
     """
 
-    def __init__(self, document: Mapping[str, Any], files: Mapping[str, LocalFile] | None = None) -> None:
+    def __init__(self, document: Mapping[str, Any], streamed: Mapping[str, Streamed] | None = None) -> None:
         self.document = document
-        self._files = dict(files or {})
+        self._streamed = dict(streamed or {})
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-        self._parts: list[bytes | LocalFile] = []
-        for marker, file in self._files.items():
+        self._parts: list[bytes | Streamed] = []
+        for marker, part in self._streamed.items():
             before, _, text = text.partition(json.dumps(marker))
-            self._parts += [before.encode(), file]
+            self._parts += [before.encode(), part]
         self._parts.append(text.encode())
 
     @property
@@ -103,17 +137,17 @@ class RunBody:
 
     @property
     def content(self) -> bytes | RunBody:
-        """What to hand httpx2: plain bytes when no file is streamed (its cheapest path), else this body."""
-        if self._files:
+        """What to hand httpx2: plain bytes when nothing is streamed (its cheapest path), else this body."""
+        if self._streamed:
             return self
         return b"".join(part for part in self._parts if isinstance(part, bytes))
 
     def __len__(self) -> int:
-        return sum(part.encoded_length if isinstance(part, LocalFile) else len(part) for part in self._parts)
+        return sum(len(part) if isinstance(part, bytes) else part.encoded_length for part in self._parts)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for part in self._parts:
-            if isinstance(part, LocalFile):
+            if not isinstance(part, bytes):
                 async for chunk in part.encoded():
                     yield chunk
             elif part:
@@ -136,17 +170,17 @@ class ResourceResolver:
         `resources[i].resource`.
         """
         document: dict[str, Any] = {"telemetry_strategy": request.telemetry_strategy}
-        files: dict[str, LocalFile] = {}
+        streamed: dict[str, Streamed] = {}
         if request.resources is not None:
             document["resources"] = [
-                self._entry(binding, labels[i] if labels else f"resources[{i}].resource", files)
+                self._entry(binding, labels[i] if labels else f"resources[{i}].resource", streamed)
                 for i, binding in enumerate(request.resources)
             ]
         if request.timeout_seconds is not None:
             document["timeout_seconds"] = request.timeout_seconds
-        return RunBody(document, files)
+        return RunBody(document, streamed)
 
-    def _entry(self, binding: ResourceBinding, where: str, files: dict[str, LocalFile]) -> dict[str, Any]:
+    def _entry(self, binding: ResourceBinding, where: str, streamed: dict[str, Streamed]) -> dict[str, Any]:
         resource = binding.resource
         entry: dict[str, Any] = {} if binding.name is None else {"name": binding.name}
         if isinstance(resource, str):
@@ -154,9 +188,7 @@ class ResourceResolver:
         elif isinstance(resource, InlineResource):
             fields = resource.model_dump(mode="json", exclude_none=True, exclude={"path", "text"})
             if resource.path is not None:
-                marker = f"refactor-mcp-file-{uuid4().hex}"
-                files[marker] = self.local_file(resource.path, where)
-                fields["content"] = marker
+                fields["content"] = _marked(streamed, self.local_file(resource.path, where))
             elif resource.text is not None:
                 data = resource.text.encode()
                 self._check_size(len(data), where)
@@ -164,6 +196,8 @@ class ResourceResolver:
             elif resource.content is not None:
                 encoded = len(resource.content) - resource.content.index(",") - 1
                 self._check_size(encoded // 4 * 3, where)
+                if len(resource.content) >= STREAMED_CONTENT_CHARS:
+                    fields["content"] = _marked(streamed, InlineContent(resource.content))
             entry["resource"] = fields
         else:
             entry["resource"] = resource.model_dump(mode="json")
@@ -215,3 +249,10 @@ class ResourceResolver:
         self._check_size(info.st_size, where, resolved)
         mime_type = mimetypes.guess_type(resolved.name)[0] or "application/octet-stream"
         return LocalFile(resolved, info.st_size, mime_type)
+
+
+def _marked(streamed: dict[str, Streamed], part: Streamed) -> str:
+    """A unique marker for the body's text, where the part will be streamed."""
+    marker = f"refactor-mcp-streamed-{uuid4().hex}"
+    streamed[marker] = part
+    return marker

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from refactor_mcp.models import RunRequest
+from refactor_mcp.resources import STREAMED_CONTENT_CHARS, ResourceResolver, RunBody
 
 from .support import ECHO, call, error_of, in_process, inline
 
@@ -89,6 +94,37 @@ async def test_a_50_mb_file_is_streamed_byte_exact(dirs: dict[str, Path]) -> Non
     )
     [request] = api.requests()
     assert "content-length" in request["headers"], "a streamed body still declares its exact length"
+
+
+async def test_long_inline_contents_are_streamed_byte_exact_beside_short_ones() -> None:
+    long, short = os.urandom(3 * 1024 * 1024), b"short"
+    header = 'data:text/plain;name="a\\"Grüße";base64,'  # a parameter the body must escape as JSON
+    arguments = {
+        "runnable_id": ECHO,
+        "resources": [
+            inline("long", header + base64.b64encode(long).decode()),
+            inline("short", "data:text/plain;base64," + base64.b64encode(short).decode()),
+        ],
+    }
+    async with in_process() as (session, api):
+        result = await call(session, arguments)
+    got = {item["name"]: (item["size"], item["sha256"]) for item in echoed(result)}
+    assert got == {
+        name: (len(data), hashlib.sha256(data).hexdigest()) for name, data in (("long", long), ("short", short))
+    }
+    [request] = api.requests()
+    assert "content-length" in request["headers"], "a streamed body still declares its exact length"
+
+
+async def test_a_streamed_body_is_the_json_of_its_document_to_the_byte() -> None:
+    content = 'data:a/b;q="\\\\x";u=é;base64,' + "QUJD" * (STREAMED_CONTENT_CHARS // 4)
+    document = {"resources": [{"name": "n", "resource": {"name": "n", "directory_path": "/", "content": content}}]}
+    body = ResourceResolver([], 2**30).body(RunRequest.model_validate(document))
+    assert isinstance(body.content, RunBody), "a long content is streamed"
+    sent = b"".join([chunk async for chunk in body])
+    expected = json.dumps({"telemetry_strategy": "default", **document}, ensure_ascii=False, separators=(",", ":"))
+    assert sent == expected.encode()
+    assert len(body) == len(expected.encode())
 
 
 async def test_paths_are_refused_when_no_directory_is_allowed(dirs: dict[str, Path]) -> None:
