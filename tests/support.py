@@ -324,14 +324,20 @@ class RawStdio:
 
     A thread reads stdout, so an answer is awaited with a deadline whatever the server does."""
 
-    def __init__(self, *args: str, env: dict[str, str], stderr: IO[Any] | int = subprocess.PIPE) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str],
+        stderr: IO[Any] | int = subprocess.PIPE,
+        preexec_fn: Callable[[], None] = as_from_a_terminal,
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "refactor_mcp", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, **env},
-            preexec_fn=as_from_a_terminal,
+            preexec_fn=preexec_fn,
         )
         self.lines: list[bytes] = []
         """Every line the server wrote to stdout, in order."""

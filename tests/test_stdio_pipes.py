@@ -17,7 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from .support import ECHO, FAULT, INITIALIZE, Emulator, RawStdio, env_for, fault, inline
+from .support import ECHO, FAULT, INITIALIZE, Emulator, RawStdio, as_from_a_terminal, env_for, fault, inline
 
 PIPES_SCRIPT = textwrap.dedent(
     """
@@ -70,6 +70,22 @@ def test_a_large_answer_arrives_whole_over_the_pipes(api: Emulator) -> None:
     answer = server.answer(call, within=60)
     assert server.close(within=60) == 0
     assert answer["result"]["structuredContent"]["result"]["outputs"]["blob"] == "x" * size
+
+
+def test_a_server_started_with_stderr_closed_keeps_its_logs_off_the_wire(api: Emulator) -> None:
+    def stderr_closed() -> None:
+        as_from_a_terminal()
+        os.close(2)
+
+    server = RawStdio(
+        "serve", env=env_for(api, REFACTOR_LOG_LEVEL="DEBUG"), stderr=subprocess.DEVNULL, preexec_fn=stderr_closed
+    )
+    server.initialize()
+    call = server.send("tools/call", {"name": "run_runnable", "arguments": {"runnable_id": ECHO}})
+    answer = server.answer(call, within=60)
+    assert server.close(within=60) == 0
+    assert answer["result"]["structuredContent"]["status"] == "completed"
+    assert all(json.loads(line).get("jsonrpc") == "2.0" for line in server.lines), "only the protocol on stdout"
 
 
 def test_a_file_as_stdout_is_served_through_the_sdks_streams(api: Emulator, tmp_path: Path) -> None:

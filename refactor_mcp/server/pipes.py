@@ -58,11 +58,11 @@ async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
         with _diverted(0, null) as wire_in, _diverted(1, 2 if _is_open(2) else null) as wire_out:
             reader = asyncio.StreamReader(limit=sys.maxsize)  # a line is one message, whatever its size
             read_transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(wire_in), "rb", buffering=0)
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(_duplicate(wire_in), "rb", buffering=0)
             )
             write_transport, write_protocol = await loop.connect_write_pipe(
                 lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
-                os.fdopen(os.dup(wire_out), "wb", buffering=0),
+                os.fdopen(_duplicate(wire_out), "wb", buffering=0),
             )
             writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
             try:
@@ -81,7 +81,7 @@ async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
 def _diverted(fd: int, diversion: int) -> Iterator[int]:
     """A private duplicate of fd (the wire), with fd itself pointing at `diversion` until the end (each transport
     is given a duplicate of its own, which it closes)."""
-    wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    wire = _duplicate(fd)
     try:
         os.dup2(diversion, fd)
         try:
@@ -90,6 +90,12 @@ def _diverted(fd: int, diversion: int) -> Iterator[int]:
             os.dup2(wire, fd)
     finally:
         os.close(wire)
+
+
+def _duplicate(fd: int) -> int:
+    """A duplicate of fd above the standard three (were one closed, a plain dup would take its number), not
+    inherited by child processes."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 
 class LineReader:
