@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,32 @@ def test_a_server_started_with_stderr_closed_keeps_its_logs_off_the_wire(api: Em
     assert server.close(within=60) == 0
     assert answer["result"]["structuredContent"]["status"] == "completed"
     assert all(json.loads(line).get("jsonrpc") == "2.0" for line in server.lines), "only the protocol on stdout"
+
+
+def test_a_client_that_closes_stdout_is_gone_as_if_it_closed_stdin(api: Emulator) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "refactor_mcp", "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env_for(api)},
+    )
+    assert server.stdin is not None
+    assert server.stdout is not None
+    assert server.stderr is not None
+    server.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
+    server.stdin.flush()
+    assert select.select([server.stdout], [], [], 30)[0], "no answer to initialize"
+    assert json.loads(server.stdout.readline())["id"] == 1
+    server.stdout.close()  # the client stops listening, stdin still open
+    server.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"ping"}\n')
+    server.stdin.flush()
+    assert server.wait(timeout=60) == 0
+    server.stdin.close()
+    with server.stderr:
+        stderr = server.stderr.read().decode()
+    assert "the client closed stdout: stopping as when it closes stdin" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_a_file_as_stdout_is_served_through_the_sdks_streams(api: Emulator, tmp_path: Path) -> None:

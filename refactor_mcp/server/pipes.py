@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Self
+from typing import NoReturn, Self
+
+import anyio
 
 if sys.platform != "win32":
     import fcntl
+
+logger = logging.getLogger(__name__)
 
 
 def are_pipes() -> bool:
@@ -66,7 +71,7 @@ async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
             )
             writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
             try:
-                yield LineReader(reader), LineWriter(writer)
+                yield LineReader(reader), LineWriter(writer, reader)
             finally:
                 read_transport.close()
                 writer.close()  # what is still buffered is written first
@@ -116,13 +121,29 @@ class LineReader:
 
 class LineWriter:
     """stdout, as the SDK's writer uses it: `write` a message, then `flush`, which waits while the client's pipe
-    is full."""
+    is full.
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    A client that closes its end of stdout has gone as surely as one that closes stdin, and is treated the same:
+    stdin reads its end, so the server winds down as it then does (pending runs get the shutdown grace), and the
+    SDK's writer stops on the ClosedResourceError it expects, rather than a traceback."""
+
+    def __init__(self, writer: asyncio.StreamWriter, stdin: asyncio.StreamReader) -> None:
         self._writer = writer
+        self._stdin = stdin
 
     async def write(self, text: str) -> None:
+        if self._writer.is_closing():
+            self._gone()
         self._writer.write(text.encode())
 
     async def flush(self) -> None:
-        await self._writer.drain()
+        try:
+            await self._writer.drain()
+        except ConnectionError:
+            self._gone()
+
+    def _gone(self) -> NoReturn:
+        if not self._stdin.at_eof():
+            logger.warning("the client closed stdout: stopping as when it closes stdin")
+            self._stdin.feed_eof()
+        raise anyio.ClosedResourceError

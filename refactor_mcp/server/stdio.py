@@ -1,10 +1,10 @@
 """MCP over this process's stdin and stdout, the transport clients use when they spawn the server.
 
-Logs go to stderr only: stdout is the protocol. When the client closes stdin, runs still pending get the shutdown
-grace; clients then send SIGTERM (the Python SDK after 2 s), which ends the process at once, as it always did, but
-first logs each run still going, with its handle and runnable. A line on stdin that is not a JSON-RPC message gets the
-protocol's error answer and a line on stderr; the SDK alone drops it silently, leaving a client (or a person
-typing at a terminal) waiting with no clue.
+Logs go to stderr only: stdout is the protocol. When the client closes stdin (or, over pipes, its end of stdout),
+runs still pending get the shutdown grace; clients then send SIGTERM (the Python SDK after 2 s), which ends the
+process at once, as it always did, but first logs each run still going, with its handle and runnable. A line on stdin
+that is not a JSON-RPC message gets the protocol's error answer and a line on stderr; the SDK alone drops it
+silently, leaving a client (or a person typing at a terminal) waiting with no clue.
 """
 
 from __future__ import annotations
