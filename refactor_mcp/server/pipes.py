@@ -42,14 +42,6 @@ def _is_pipe(mode: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 FLUSH_SECONDS = 5.0
 """How long the last answers may take to reach a client that has stopped reading, once serving has ended."""
 
@@ -58,9 +50,9 @@ FLUSH_SECONDS = 5.0
 async def stdio_pipes() -> AsyncIterator[tuple[LineReader, LineWriter]]:
     """stdin's lines and stdout's writer, on the event loop, with fd 0 and fd 1 diverted meanwhile."""
     loop = asyncio.get_running_loop()
-    null = os.open(os.devnull, os.O_RDWR)
+    null = os.open(os.devnull, os.O_RDWR)  # were fd 2 closed, this takes its number: stray output goes nowhere
     try:
-        with _diverted(0, null) as wire_in, _diverted(1, 2 if _is_open(2) else null) as wire_out:
+        with _diverted(0, null) as wire_in, _diverted(1, 2) as wire_out:
             reader = asyncio.StreamReader(limit=sys.maxsize)  # a line is one message, whatever its size
             read_transport, _ = await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(_duplicate(wire_in), "rb", buffering=0)
